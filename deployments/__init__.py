@@ -1,0 +1,36 @@
+"""One Prefect deployment per implemented duty, scheduled from [schedules] in [timezone].
+
+Each deployment carries the absolute config path as its default parameter, so a scheduled run
+reads the same file `maint serve` was started with; the UI shows a typed form for the rest.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from maint.config import MaintConfig
+from maint.duties import IMPLEMENTED
+
+
+def schedule_slug(duty: str) -> str:
+    """Stable, so re-serving updates the schedule instead of adding a second one."""
+    return f"maint-{duty}"
+
+
+def build_deployments(config: MaintConfig, config_file: Path) -> list:
+    from prefect.schedules import Cron
+
+    deployments = []
+    for duty in IMPLEMENTED.values():
+        if duty.section and getattr(config, duty.section) is None:
+            continue  # not configured here: nothing to schedule
+        cron = config.schedules.get(duty.name)
+        schedules = [Cron(cron, timezone=config.timezone, slug=schedule_slug(duty.name))] if cron else []
+        deployments.append(duty.load_flow().to_deployment(
+            name=duty.name,
+            description=duty.summary,
+            schedules=schedules,
+            parameters={"config_path": str(config_file.resolve())},
+            tags=["maint", *duty.tags],
+        ))
+    return deployments

@@ -1,0 +1,129 @@
+"""What every duty's flow does around its own steps: load the config, publish the report, notify.
+
+A duty's flow returns its report as a dict. When the report is critical the flow returns a
+Failed state carrying that report, so Prefect shows the run red while the CLI still gets the
+report (and exit code 2). A run that raises (an internal error, a bad config under a deployment,
+an undeliverable notification) fails or crashes on its own; `page_run_failure` pages for it.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timezone
+from typing import Any
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.states import Failed
+
+from maint.config import MaintConfig, config_path, load_config, redact
+from maint.errors import ConfigError, MaintError, TransientError
+from maint.report import Finding, Report, Severity
+
+REPORT_MARKER = "maint-report"
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def load_duty_config(path: str | None, duty: str, section: str | None) -> MaintConfig:
+    config = load_config(config_path(path))
+    if section and getattr(config, section) is None:
+        raise ConfigError([f"{section}: the {duty} duty needs a [{section}] section"])
+    return config
+
+
+def start_report(duty: str) -> Report:
+    return Report(duty=duty, started_at=utcnow())
+
+
+def finding_from_error(check: str, subject: str, exc: MaintError, hint: str) -> Finding:
+    return Finding(check=check, subject=subject, severity=Severity.CRITICAL, message=redact(str(exc)), hint=hint)
+
+
+def is_transient(task, task_run, state) -> bool:
+    """Prefect retry_condition_fn: retry only what may succeed in a moment."""
+    try:
+        state.result()
+    except TransientError:
+        return True
+    except BaseException:
+        return False
+    return False
+
+
+def flow_run_url() -> str | None:
+    from prefect.runtime import flow_run
+    from prefect.settings import PREFECT_UI_URL
+
+    if flow_run.id is None:
+        return None
+    if PREFECT_UI_URL.value():
+        return flow_run.ui_url
+    return None
+
+
+def _logger() -> logging.Logger | logging.LoggerAdapter:
+    try:
+        return get_run_logger()
+    except Exception:
+        return logging.getLogger("maint")
+
+
+@task(name="publish-report", cache_policy=NO_CACHE)
+def publish_report(report: Report, url: str | None) -> None:
+    key = report.duty.replace("_", "-")
+    create_markdown_artifact(markdown=report.to_markdown(url), key=f"{key}-report",
+                             description=report.summary_line())
+    create_table_artifact(table=report.to_table() or [{"check": "-", "subject": "-", "severity": "ok",
+                                                       "message": "no findings", "hint": ""}],
+                          key=f"{key}-findings", description=report.summary_line())
+
+
+@task(name="notify-on-call", cache_policy=NO_CACHE)
+def notify_on_call(report: Report, config: MaintConfig, url: str | None) -> None:
+    from tasks.notify import notify_report
+
+    notify_report(report, config.notify, url)
+
+
+def finish_duty(report: Report, config: MaintConfig) -> Any:
+    """Close the report, publish it, tell on-call; the flow's return value."""
+    report.finished_at = utcnow()
+    url = flow_run_url()
+    log = _logger()
+    for finding in report.findings:
+        level = {Severity.OK: logging.INFO, Severity.WARNING: logging.WARNING,
+                 Severity.CRITICAL: logging.ERROR}[finding.severity]
+        log.log(level, "%s %s: %s", finding.check, finding.subject, finding.message)
+    publish_report(report, url)
+    notify_on_call(report, config, url)  # raises if undeliverable: the run must not look fine
+    log.info(report.summary_line())
+    data = report.to_dict()
+    if report.status is Severity.CRITICAL:
+        return Failed(message=f"{REPORT_MARKER}: {report.summary_line()}", data=data)
+    return data
+
+
+def page_run_failure(flow, flow_run, state) -> None:
+    """on_failure/on_crashed hook: a run that could not produce its report pages on its own.
+
+    A run that failed because its report was critical has already paged per finding."""
+    if state.message and state.message.startswith(REPORT_MARKER):
+        return
+    from tasks.notify import notify_run_failure
+
+    log = logging.getLogger("maint")
+    duty = flow.name
+    try:
+        config = load_config(config_path(flow_run.parameters.get("config_path")))
+    except ConfigError as exc:
+        log.error("cannot page for the failed %s run: the configuration is invalid: %s", duty, exc)
+        return
+    from prefect.settings import PREFECT_UI_URL
+
+    url = f"{PREFECT_UI_URL.value()}/flow-runs/flow-run/{flow_run.id}" if PREFECT_UI_URL.value() else None
+    reason = redact(state.message or state.type.value)
+    notify_run_failure(duty, config.notify, f"flow run {flow_run.name} {state.type.value.lower()}: {reason}", url)

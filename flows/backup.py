@@ -1,0 +1,149 @@
+"""Duty `backup`: pg_dump streamed into the backup store, with a manifest beside it.
+
+Runbook:
+  1. check the store is there and writable (before touching the database),
+  2. export a snapshot, run pg_dump --snapshot on it and stream the archive into the store,
+     counting every table's rows in that same snapshot meanwhile,
+  3. check that what the store holds is what pg_dump wrote (size, crc32c),
+  4. write the manifest, which marks the backup complete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import google_crc32c
+from prefect import flow, task
+from prefect.cache_policies import NO_CACHE
+from prefect.tasks import exponential_backoff
+
+from flows._duty import (finding_from_error, finish_duty, is_transient, load_duty_config, page_run_failure,
+                         start_report, utcnow)
+from maint import __version__
+from maint.backups import Manifest, TableCount, backup_object_name, manifest_name
+from maint.config import BackupConfig, BackupStoreConfig, DatabaseConfig
+from maint.durations import format_bytes
+from maint.errors import (DatabaseError, DatabaseUnavailable, DumpError, MaintError, StorageError,
+                          TransientStorageError)
+from maint.report import Finding, Severity
+from tasks import postgres
+from tasks.storage import crc32c_base64, open_store
+
+log = logging.getLogger("maint.backup")
+_PROGRESS_EVERY_BYTES = 256 * 1024 * 1024
+
+
+@task(name="check-store-writable", retries=3, retry_delay_seconds=exponential_backoff(1),
+      retry_condition_fn=is_transient, cache_policy=NO_CACHE)
+def check_store_writable(store_config: BackupStoreConfig) -> None:
+    open_store(store_config).check_writable()
+
+
+@task(name="dump-database-to-store", retry_delay_seconds=exponential_backoff(1),
+      retry_condition_fn=is_transient, cache_policy=NO_CACHE)
+def dump_database_to_store(database: DatabaseConfig, store_config: BackupStoreConfig,
+                           backup_config: BackupConfig) -> dict:
+    """Stream one consistent dump into the store; return its manifest as a dict.
+
+    Memory is flat in the dump's size: 1 MiB read from the pipe at a time, one upload chunk."""
+    started_at = utcnow()
+    store = open_store(store_config, chunk_size=backup_config.chunk_size)
+    name = backup_object_name(database.name, started_at)
+    pg_dump_version = postgres.client_version("pg_dump")
+    sha256, crc32c, size = hashlib.sha256(), google_crc32c.Checksum(), 0
+    with postgres.connect(database) as conn:
+        snapshot = postgres.export_snapshot(conn)
+        writer = store.open_writer(name)
+        dump = None
+        try:
+            dump = postgres.DumpProcess(database, snapshot_id=snapshot.snapshot_id, compress=backup_config.compress)
+            log.info("pg_dump (pid %d) of %s streaming into %s", dump.pid, postgres.describe(database), writer.url)
+            with ThreadPoolExecutor(max_workers=1) as pool:
+                # Same transaction, same snapshot as pg_dump: the counts are exactly what it dumps.
+                counting = pool.submit(postgres.count_table_rows, conn)
+                clock, next_report = time.monotonic(), _PROGRESS_EVERY_BYTES
+                for chunk in dump.chunks():
+                    sha256.update(chunk)
+                    crc32c.update(chunk)
+                    writer.write(chunk)
+                    size += len(chunk)
+                    if size >= next_report:
+                        rate = size / max(time.monotonic() - clock, 1e-6)
+                        log.info("dumped %s so far (%s/s)", format_bytes(size), format_bytes(int(rate)))
+                        next_report += _PROGRESS_EVERY_BYTES
+                dump.finish()
+                tables = counting.result()
+            stored = writer.commit()
+        except BaseException:
+            if dump is not None:
+                dump.kill()
+            writer.abort()
+            conn.cancel_safe()  # stop a long count(*) rather than wait for it
+            raise
+        conn.rollback()  # the snapshot may go now: pg_dump is done with it
+    crc = crc32c_base64(int.from_bytes(crc32c.digest(), "big"))
+    if stored.crc32c and stored.crc32c != crc:
+        writer.delete_committed(stored.generation)
+        raise TransientStorageError(f"{stored.url}: the store holds crc32c {stored.crc32c} but the dump streamed "
+                                    f"was {crc}; the object was deleted (corrupted in transit)")
+    if stored.size_bytes != size:
+        raise StorageError(f"{stored.url}: the store holds {stored.size_bytes} bytes but pg_dump wrote {size}")
+    manifest = Manifest(
+        database=database.name, dbname=database.dbname, host=database.host, port=database.port,
+        server_version=snapshot.server_version, pg_dump_version=pg_dump_version,
+        snapshot_time=snapshot.snapshot_time, started_at=started_at, finished_at=utcnow(),
+        dump_name=name, size_bytes=size, sha256=sha256.hexdigest(), crc32c=crc,
+        tables=[TableCount(t.schema, t.table, t.rows) for t in tables], maint_version=__version__)
+    manifest_object = store.put_bytes(manifest_name(name), manifest.to_json().encode())
+    return {"dump_url": stored.url, "manifest_url": manifest_object.url, "manifest": manifest.to_json()}
+
+
+def _hint(exc: MaintError, database: DatabaseConfig, store: BackupStoreConfig) -> str:
+    if isinstance(exc, DatabaseUnavailable):
+        return f"is PostgreSQL up at {database.host}:{database.port} and accepting connections from this host?"
+    if isinstance(exc, DatabaseError):
+        secret = f" and the password in ${database.password_env}" if database.password_env else ""
+        return f"check user '{database.user}'{secret}, and pg_hba.conf for this host"
+    if isinstance(exc, StorageError):
+        return f"check that {store.url} exists and that this host's credentials may write to it"
+    if isinstance(exc, DumpError):
+        return "read pg_dump's message; a killed pg_dump often means the OOM killer or a timeout"
+    return "see the flow run's logs"
+
+
+def _subject(exc: MaintError, database: DatabaseConfig, store: BackupStoreConfig) -> str:
+    return store.url if isinstance(exc, StorageError) else database.address
+
+
+@flow(name="backup", on_failure=[page_run_failure], on_crashed=[page_run_failure])
+def backup(config_path: str | None = None) -> dict:
+    """Nightly logical backup: pg_dump of [backup].database into [backup].store, with a manifest
+    (sizes, checksums, exact row counts) that verification and the restore test rely on."""
+    config = load_duty_config(config_path, "backup", "backup")
+    report = start_report("backup")
+    database = config.database(config.backup.database)
+    store = config.store(config.backup.store)
+    try:
+        check_store_writable(store)
+        made = dump_database_to_store.with_options(retries=config.backup.connect_attempts - 1)(
+            database, store, config.backup)
+    except MaintError as exc:
+        report.add(finding_from_error("backup", _subject(exc, database, store), exc, _hint(exc, database, store)))
+        return finish_duty(report, config)
+    manifest = Manifest.from_json(made["manifest"])
+    seconds = (manifest.finished_at - manifest.started_at).total_seconds()
+    report.add(Finding(
+        "backup", made["dump_url"], Severity.OK,
+        f"dumped '{database.name}' ({database.address}, PostgreSQL {manifest.server_version}): "
+        f"{format_bytes(manifest.size_bytes)} in {seconds:.1f}s; {len(manifest.tables)} tables, "
+        f"{manifest.total_rows} rows counted in the dump's snapshot"))
+    report.add(Finding("manifest", made["manifest_url"], Severity.OK,
+                       f"sha256 {manifest.sha256[:16]}…, crc32c {manifest.crc32c}; marks the backup complete"))
+    report.details.update({
+        "dump": made["dump_url"], "manifest": made["manifest_url"], "size_bytes": manifest.size_bytes,
+        "snapshot_time": manifest.snapshot_time.isoformat(), "tables": len(manifest.tables),
+        "rows": manifest.total_rows, "seconds": round(seconds, 3)})
+    return finish_duty(report, config)

@@ -1,0 +1,92 @@
+"""Backups as maint writes them: object names and the manifest. Pure: no I/O, no clock.
+
+A backup is `<database>-<UTC timestamp>.dump` (pg_dump custom format) plus
+`<database>-<UTC timestamp>.dump.manifest.json`. The timestamp is fixed-width, so names sort by
+time; the manifest is written only after the dump is complete and verified against what the store
+received, so **a backup is complete when its manifest exists**.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+DUMP_SUFFIX = ".dump"
+MANIFEST_SUFFIX = ".manifest.json"
+MANIFEST_FORMAT = 1
+_SAFE_NAME = re.compile(r"[^A-Za-z0-9_.-]+")
+
+
+def backup_object_name(database_name: str, started_at: datetime) -> str:
+    """`prod-20261125T101500.123Z.dump`: fixed width, UTC, milliseconds, so names sort by time
+    and two backups a second apart never share a name."""
+    utc = started_at.astimezone(timezone.utc)
+    stamp = utc.strftime("%Y%m%dT%H%M%S") + f".{utc.microsecond // 1000:03d}Z"
+    return f"{_SAFE_NAME.sub('_', database_name)}-{stamp}{DUMP_SUFFIX}"
+
+
+def manifest_name(dump_name: str) -> str:
+    return dump_name + MANIFEST_SUFFIX
+
+
+class ManifestError(ValueError):
+    """A manifest that cannot be read: the message names the field."""
+
+
+@dataclass(frozen=True)
+class TableCount:
+    schema: str
+    table: str
+    rows: int
+
+
+@dataclass(frozen=True)
+class Manifest:
+    database: str  # the [[databases]] name
+    dbname: str
+    host: str
+    port: int
+    server_version: str
+    pg_dump_version: str
+    snapshot_time: datetime  # the moment the dump's data is consistent to: the backup's RPO point
+    started_at: datetime
+    finished_at: datetime
+    dump_name: str
+    size_bytes: int
+    sha256: str  # hex
+    crc32c: str  # base64 of the big-endian value, comparable with GCS object metadata
+    tables: list[TableCount] = field(default_factory=list)
+    format: int = MANIFEST_FORMAT
+    dump_format: str = "custom"
+    maint_version: str = ""
+
+    def to_json(self) -> str:
+        data = asdict(self)
+        for key in ("snapshot_time", "started_at", "finished_at"):
+            data[key] = getattr(self, key).isoformat()
+        return json.dumps(data, indent=2, sort_keys=True) + "\n"
+
+    @property
+    def total_rows(self) -> int:
+        return sum(t.rows for t in self.tables)
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> "Manifest":
+        try:
+            data: dict[str, Any] = json.loads(text)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise ManifestError(f"not valid JSON: {exc}") from None
+        if not isinstance(data, dict):
+            raise ManifestError("not a JSON object")
+        try:
+            for key in ("snapshot_time", "started_at", "finished_at"):
+                data[key] = datetime.fromisoformat(data[key])
+            data["tables"] = [TableCount(**t) for t in data.get("tables", [])]
+            return cls(**data)
+        except KeyError as exc:
+            raise ManifestError(f"missing field {exc.args[0]}") from None
+        except (TypeError, ValueError) as exc:
+            raise ManifestError(f"malformed field: {exc}") from None

@@ -1,0 +1,152 @@
+"""`maint`: check the configuration, run a duty, serve the schedules, or try it all in a demo.
+
+Exit codes follow the Nagios plugin convention: 0 ok, 1 warning, 2 critical, 3 could not run
+(bad configuration, bad arguments, internal error).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from maint.config import DUTIES, config_path, load_config, redact
+from maint.errors import ConfigError
+
+EXIT_UNKNOWN = 3
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # bad arguments are "could not run", not argparse's 2
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_UNKNOWN, f"{self.prog}: error: {message}\n")
+
+
+def _prefect_defaults() -> None:
+    # This product runs on closed networks: Prefect's server should not try to phone home.
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="maint", description="Production runbooks as Prefect flows.")
+    parser.add_argument("--config", metavar="PATH",
+                        help="configuration file (default: $MAINT_CONFIG, else ./maint.toml)")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
+
+    config = commands.add_parser("config", help="work with the configuration file")
+    config_commands = config.add_subparsers(dest="config_command", required=True, metavar="SUBCOMMAND",
+                                            parser_class=_Parser)
+    check = config_commands.add_parser("check", help="validate the configuration; print every problem at once")
+    check.add_argument("--config", metavar="PATH", default=argparse.SUPPRESS, help="configuration file")
+
+    run = commands.add_parser("run", help="run one duty now and print its report",
+                              description="Run one duty now. Exit 0 ok, 1 warning, 2 critical, 3 could not run.")
+    run.add_argument("duty", metavar="DUTY", choices=DUTIES, help="one of: " + ", ".join(DUTIES))
+    run.add_argument("--json", action="store_true", help="print the report as JSON")
+    run.add_argument("--config", metavar="PATH", default=argparse.SUPPRESS, help="configuration file")
+
+    serve = commands.add_parser("serve", help="serve every duty's deployment on its schedule (needs PREFECT_API_URL)")
+    serve.add_argument("--config", metavar="PATH", default=argparse.SUPPRESS, help="configuration file")
+
+    demo = commands.add_parser("demo", help="start a throwaway PostgreSQL and run the duties against it")
+    demo.add_argument("--workdir", metavar="DIR", default="maint-demo",
+                      help="where the demo writes its configuration and backups (default: ./maint-demo)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "config":
+            return _config_check(args)
+        if args.command == "run":
+            return _run(args)
+        if args.command == "serve":
+            return _serve(args)
+        if args.command == "demo":
+            from maint.demo import run_demo
+
+            _prefect_defaults()
+            return run_demo(args.workdir)
+    except ConfigError as exc:
+        print(f"maint: {exc}", file=sys.stderr)
+        return EXIT_UNKNOWN
+    except KeyboardInterrupt:
+        print("maint: interrupted", file=sys.stderr)
+        return EXIT_UNKNOWN
+    raise AssertionError(f"unhandled command {args.command}")
+
+
+def _config_check(args) -> int:
+    path = config_path(args.config)
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        print(f"{path}: {len(exc.problems)} problem(s):", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return EXIT_UNKNOWN
+    scheduled = ", ".join(f"{d} ({c})" for d, c in config.schedules.items()) or "none"
+    print(f"{path}: OK: {len(config.databases)} database(s), {len(config.backup_stores)} backup store(s); "
+          f"schedules in {config.timezone}: {scheduled}")
+    return 0
+
+
+def _run(args) -> int:
+    from maint.duties import IMPLEMENTED
+    from maint.report import Report
+
+    duty = IMPLEMENTED.get(args.duty)
+    if duty is None:
+        print(f"maint: duty '{args.duty}' is not implemented yet (implemented: {', '.join(IMPLEMENTED)})",
+              file=sys.stderr)
+        return EXIT_UNKNOWN
+    path = config_path(args.config)
+    config = load_config(path)  # before any I/O: a bad file never reaches the flow
+    if duty.section and getattr(config, duty.section) is None:
+        raise ConfigError([f"{duty.section}: the {duty.name} duty needs a [{duty.section}] section in {path}"])
+    _prefect_defaults()
+    flow = duty.load_flow()
+    state = flow(config_path=str(path.resolve()), return_state=True)
+    result = state.result(raise_on_failure=False)
+    if not (isinstance(result, dict) and "findings" in result):
+        print(f"maint {duty.name}: could not run: {redact(str(result))}", file=sys.stderr)
+        return EXIT_UNKNOWN
+    report = Report.from_dict(result)
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        print(report.to_text())
+    return report.status.exit_code
+
+
+def _serve(args) -> int:
+    _prefect_defaults()
+    from prefect.settings import PREFECT_API_URL
+
+    if not PREFECT_API_URL.value():
+        print("maint serve: PREFECT_API_URL is not set. Schedules need a real Prefect server, not the "
+              "temporary one `maint run` starts. Start one (`prefect server start`) and set "
+              "PREFECT_API_URL=http://127.0.0.1:4200/api, or point it at Prefect Cloud.", file=sys.stderr)
+        return EXIT_UNKNOWN
+    from prefect import serve
+
+    from deployments import build_deployments
+
+    path = config_path(args.config)
+    config = load_config(path)
+    deployments = build_deployments(config, path)
+    if not deployments:
+        print(f"maint serve: nothing to serve: {path} configures none of the implemented duties", file=sys.stderr)
+        return EXIT_UNKNOWN
+    for d in deployments:
+        crons = ", ".join(s.schedule.cron for s in d.schedules) if d.schedules else "manual runs only"
+        print(f"serving {d.name}: {crons} ({config.timezone})")
+    serve(*deployments)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,424 @@
+"""The configuration: one TOML file, validated before any I/O, every problem reported at once.
+
+Shape and key names follow ../shared/maint.example.toml. Secrets never live in the file: a
+`*_env` key names the environment variable holding the secret, and `resolve_secret` reads it at
+the moment of use, inside a task, so the value never travels as a Prefect parameter.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from cronsim import CronSim, CronSimError
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+
+from maint.durations import parse_duration
+from maint.errors import ConfigError
+
+DUTIES = ("backup", "backup-verification", "health-check", "vacuum", "restore-test",
+          "backup-retention", "dr-drill", "cert-check")
+DEFAULT_CONFIG_FILE = "maint.toml"
+
+
+def _duration(value: Any) -> timedelta:
+    if isinstance(value, timedelta):
+        return value
+    return parse_duration(value)
+
+
+def _port(value: int) -> int:
+    if not 1 <= value <= 65535:
+        raise ValueError("must be 1-65535")
+    return value
+
+
+def _env_name(value: str) -> str:
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", value):
+        raise ValueError("must be an environment variable name (letters, digits, underscore)")
+    return value
+
+
+def _cron(value: str) -> str:
+    try:
+        CronSim(value, datetime(2000, 1, 1))
+    except (CronSimError, ValueError, TypeError) as exc:
+        raise ValueError(f"not a valid cron expression ({exc})") from None
+    if len(value.split()) != 5:
+        raise ValueError("must be a 5-field cron expression (minute hour day month weekday)")
+    return value
+
+
+def _store_url(value: str) -> str:
+    if value.startswith("gs://"):
+        if not re.fullmatch(r"gs://[a-z0-9][a-z0-9._-]{1,220}[a-z0-9](/.*)?", value):
+            raise ValueError("must be gs://BUCKET/PREFIX/ with a valid bucket name")
+    elif value.startswith("file://"):
+        if not value.startswith("file:///"):
+            raise ValueError("must be an absolute path: file:///var/backups/database/")
+    else:
+        raise ValueError("must start with gs:// or file://")
+    return value
+
+
+def _share(value: float) -> float:
+    if not 0 < value <= 1:
+        raise ValueError("must be a share between 0 and 1, e.g. 0.80")
+    return value
+
+
+def _positive(value: int) -> int:
+    if value < 1:
+        raise ValueError("must be at least 1")
+    return value
+
+
+def _non_negative(value: int) -> int:
+    if value < 0:
+        raise ValueError("must be 0 or more")
+    return value
+
+
+def _timezone(value: str) -> str:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError("unknown time zone (use an IANA name such as 'UTC' or 'Asia/Taipei')") from None
+    return value
+
+
+Duration = Annotated[timedelta, BeforeValidator(_duration)]
+Port = Annotated[int, AfterValidator(_port)]
+EnvName = Annotated[str, AfterValidator(_env_name)]
+Cron = Annotated[str, AfterValidator(_cron)]
+StoreUrl = Annotated[str, AfterValidator(_store_url)]
+Share = Annotated[float, AfterValidator(_share)]
+PositiveInt = Annotated[int, AfterValidator(_positive)]
+NonNegativeInt = Annotated[int, AfterValidator(_non_negative)]
+Name = Annotated[str, Field(min_length=1)]
+SeverityName = Literal["warning", "critical"]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class NotifyConfig(_Section):
+    slack_webhook_url_env: EnvName | None = None
+    pagerduty_routing_key_env: EnvName | None = None
+    pagerduty_events_url: str = "https://events.pagerduty.com/v2/enqueue"
+    page_on: list[SeverityName] = ["critical"]
+    timeout: Duration = timedelta(seconds=10)
+
+
+class DatabaseConfig(_Section):
+    name: Name
+    host: Name
+    port: Port = 5432
+    dbname: Name
+    user: Name
+    password_env: EnvName | None = None
+    sslmode: Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"] = "prefer"
+    sslrootcert: str | None = None
+    connect_timeout: Duration = timedelta(seconds=10)
+
+    @property
+    def address(self) -> str:
+        """How findings name the database: never with credentials."""
+        return f"{self.host}:{self.port}/{self.dbname}"
+
+
+class BackupStoreConfig(_Section):
+    name: Name
+    url: StoreUrl
+    database: Name
+    rpo: Duration = timedelta(hours=26)
+    size_window: PositiveInt = 7
+
+
+class BackupConfig(_Section):
+    database: Name
+    store: Name
+    compress: Annotated[int, Field(ge=0, le=9)] = 6  # pg_dump -Z level for the custom format
+    chunk_size: Annotated[int, Field(ge=256 * 1024)] = 8 * 1024 * 1024  # GCS upload chunk, bytes
+    connect_attempts: PositiveInt = 4  # tries for 'not yet accepting connections'
+
+
+class SqlCheckConfig(_Section):
+    database: Name
+    name: Name
+    sql: Name
+    severity: SeverityName = "warning"
+
+
+class EndpointConfig(_Section):
+    url: Name
+    expect_status: Annotated[int, Field(ge=100, le=599)] = 200
+    max_latency: Duration = timedelta(seconds=2)
+    timeout: Duration = timedelta(seconds=10)
+
+
+class KubernetesConfig(_Section):
+    namespaces: list[Name] = ["default"]
+    max_restarts: NonNegativeInt = 5
+    context: str | None = None
+
+
+class HealthCheckConfig(_Section):
+    databases: list[Name] = []
+    long_query: Duration = timedelta(minutes=5)
+    idle_in_transaction: Duration = timedelta(minutes=10)
+    blocked: Duration = timedelta(minutes=1)
+    connections_warning: Share = 0.80
+    connections_critical: Share = 0.95
+    endpoints: list[EndpointConfig] = []
+    kubernetes: KubernetesConfig | None = None
+    sql_checks: list[SqlCheckConfig] = []
+
+
+class VacuumConfig(_Section):
+    databases: list[Name] = []
+    min_dead_tuples: NonNegativeInt = 1000
+    min_dead_ratio: Share = 0.10
+    max_xid_age: PositiveInt = 200_000_000
+    stale_analyze: Duration = timedelta(days=7)
+    lock_timeout: Duration = timedelta(seconds=2)
+    window: Duration = timedelta(hours=2)
+    jobs: PositiveInt = 1
+
+
+class RestoreTestConfig(_Section):
+    store: Name
+    server: Name
+    scratch_prefix: Annotated[str, Field(pattern=r"^[a-z_][a-z0-9_]{2,40}$")] = "maint_scratch_"
+    jobs: PositiveInt = 2
+    sql_checks: list[SqlCheckConfig] = []
+
+
+class RetentionConfig(_Section):
+    store: Name
+    keep_last: NonNegativeInt = 7
+    keep_daily: NonNegativeInt = 14
+    keep_weekly: NonNegativeInt = 8
+    keep_monthly: NonNegativeInt = 12
+    min_keep: PositiveInt = 3
+
+
+class DrDrillConfig(_Section):
+    store: Name
+    server: Name
+    rto_target: Duration = timedelta(minutes=30)
+    rpo_target: Duration = timedelta(hours=26)
+    sql_checks: list[SqlCheckConfig] = []
+
+
+class CertificateConfig(_Section):
+    host: Name
+    port: Port = 443
+    protocol: Literal["https", "postgres"] = "https"
+    ca_file: str = ""
+    warning_days: NonNegativeInt = 28
+    critical_days: NonNegativeInt = 14
+
+
+class MaintConfig(_Section):
+    timezone: Annotated[str, AfterValidator(_timezone)] = "UTC"
+    notify: NotifyConfig = NotifyConfig()
+    databases: list[DatabaseConfig] = []
+    backup_stores: list[BackupStoreConfig] = []
+    backup: BackupConfig | None = None
+    health_check: HealthCheckConfig | None = None
+    vacuum: VacuumConfig | None = None
+    restore_test: RestoreTestConfig | None = None
+    retention: RetentionConfig | None = None
+    dr_drill: DrDrillConfig | None = None
+    certificates: list[CertificateConfig] = []
+    schedules: dict[str, Cron] = {}
+
+    def database(self, name: str) -> DatabaseConfig:
+        return next(d for d in self.databases if d.name == name)
+
+    def store(self, name: str) -> BackupStoreConfig:
+        return next(s for s in self.backup_stores if s.name == name)
+
+
+# --- loading -------------------------------------------------------------------------------------
+
+def config_path(cli_value: str | None) -> Path:
+    """--config PATH, else $MAINT_CONFIG, else ./maint.toml."""
+    return Path(cli_value or os.environ.get("MAINT_CONFIG") or DEFAULT_CONFIG_FILE)
+
+
+def load_config(path: str | Path, *, check_env: bool = True) -> MaintConfig:
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ConfigError([f"{path}: configuration file not found "
+                           "(give --config PATH, set MAINT_CONFIG, or create ./maint.toml)"]) from None
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read configuration file: {exc.strerror}"]) from None
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([f"{path}: not valid TOML: {exc}"]) from None
+    return parse_config(raw, check_env=check_env)
+
+
+def parse_config(raw: dict[str, Any], *, check_env: bool = True) -> MaintConfig:
+    """Validate a parsed TOML document; raise ConfigError listing every problem found."""
+    problems: list[str] = []
+    config = None
+    try:
+        config = MaintConfig.model_validate(raw)
+    except ValidationError as exc:
+        problems += [_describe(error) for error in exc.errors()]
+    problems += _reference_problems(raw)
+    if check_env:
+        problems += _environment_problems(raw)
+    if problems:
+        raise ConfigError(problems)
+    assert config is not None
+    return config
+
+
+def _field_path(loc: tuple) -> str:
+    path = ""
+    for part in loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        elif part in ("function-after", "function-before") or str(part).startswith(("function-", "constrained-")):
+            continue
+        else:
+            path += f".{part}" if path else str(part)
+    return path or "(top level)"
+
+
+_TYPE_MESSAGES = {
+    "int_parsing": "must be a whole number", "int_type": "must be a whole number",
+    "int_from_float": "must be a whole number", "float_parsing": "must be a number",
+    "float_type": "must be a number", "string_type": "must be a string",
+    "bool_type": "must be true or false", "bool_parsing": "must be true or false",
+    "list_type": "must be a list", "dict_type": "must be a table", "model_type": "must be a table",
+    "missing": "required, but missing", "extra_forbidden": "unknown key (check its spelling)",
+}
+
+
+def _describe(error: dict) -> str:
+    """`databases[0].port: must be 1-65535, got 70000`."""
+    kind = error["type"]
+    path = _field_path(error["loc"])
+    if kind in _TYPE_MESSAGES:
+        message = _TYPE_MESSAGES[kind]
+    elif kind == "literal_error":
+        message = "must be one of " + error["msg"].removeprefix("Input should be ")
+    elif kind == "string_pattern_mismatch":
+        message = f"must match {error['ctx']['pattern']}"
+    else:
+        message = error["msg"].removeprefix("Value error, ")
+        message = message[:1].lower() + message[1:]
+    if kind in ("missing", "extra_forbidden"):
+        return f"{path}: {message}"
+    return f"{path}: {message}, got {error['input']!r}"
+
+
+def _names(raw: dict, section: str) -> list:
+    entries = raw.get(section)
+    if not isinstance(entries, list):
+        return []
+    return [e.get("name") for e in entries if isinstance(e, dict)]
+
+
+def _reference_problems(raw: dict) -> list[str]:
+    """Cross-references between sections, checked on the raw document so they are reported
+    together with type errors rather than after them."""
+    problems = []
+    databases, stores = _names(raw, "databases"), _names(raw, "backup_stores")
+    for section, names in (("databases", databases), ("backup_stores", stores)):
+        seen = set()
+        for i, name in enumerate(names):
+            if name in seen:
+                problems.append(f"{section}[{i}].name: duplicate name, got {name!r}")
+            seen.add(name)
+
+    def expect(path: str, value: Any, known: list, what: str) -> None:
+        if isinstance(value, str) and value not in known:
+            listed = ", ".join(repr(k) for k in known if isinstance(k, str)) or "none defined"
+            problems.append(f"{path}: no {what} named {value!r} (known: {listed})")
+
+    for i, store in enumerate(raw.get("backup_stores") or []):
+        if isinstance(store, dict):
+            expect(f"backup_stores[{i}].database", store.get("database"), databases, "[[databases]] entry")
+    for section, keys in (("backup", ("database", "store")), ("restore_test", ("store", "server")),
+                          ("retention", ("store",)), ("dr_drill", ("store", "server"))):
+        body = raw.get(section)
+        if isinstance(body, dict):
+            for key in keys:
+                known, what = (stores, "[[backup_stores]] entry") if key == "store" else (
+                    databases, "[[databases]] entry")
+                expect(f"{section}.{key}", body.get(key), known, what)
+    for section in ("health_check", "vacuum"):
+        body = raw.get(section)
+        if isinstance(body, dict) and isinstance(body.get("databases"), list):
+            for j, name in enumerate(body["databases"]):
+                expect(f"{section}.databases[{j}]", name, databases, "[[databases]] entry")
+    for section in ("health_check", "restore_test", "dr_drill"):
+        body = raw.get(section)
+        if isinstance(body, dict) and isinstance(body.get("sql_checks"), list):
+            for j, check in enumerate(body["sql_checks"]):
+                if isinstance(check, dict):
+                    expect(f"{section}.sql_checks[{j}].database", check.get("database"), databases,
+                           "[[databases]] entry")
+    schedules = raw.get("schedules")
+    if isinstance(schedules, dict):
+        for duty in schedules:
+            if duty not in DUTIES:
+                problems.append(f"schedules.{duty}: unknown duty (known: {', '.join(DUTIES)})")
+    return problems
+
+
+def _environment_problems(raw: Any, path: str = "") -> list[str]:
+    """Every `*_env` key must name a variable that is set. The value is never printed."""
+    problems = []
+    if isinstance(raw, dict):
+        for key, value in raw.items():
+            here = f"{path}.{key}" if path else key
+            if key.endswith("_env") and isinstance(value, str) and value:
+                if not os.environ.get(value):
+                    problems.append(f"{here}: environment variable {value} is not set (or empty)")
+            else:
+                problems += _environment_problems(value, here)
+    elif isinstance(raw, list):
+        for i, value in enumerate(raw):
+            problems += _environment_problems(value, f"{path}[{i}]")
+    return problems
+
+
+# --- secrets -------------------------------------------------------------------------------------
+
+_resolved_secrets: set[str] = set()
+
+
+def resolve_secret(env_name: str | None, *, field: str) -> str | None:
+    """Read a secret from the environment at the moment of use. Remembered for `redact`."""
+    if not env_name:
+        return None
+    value = os.environ.get(env_name)
+    if not value:
+        raise ConfigError([f"{field}: environment variable {env_name} is not set (or empty)"])
+    if len(value) >= 4:  # a shorter "secret" would redact ordinary words
+        _resolved_secrets.add(value)
+    return value
+
+
+def redact(text: str) -> str:
+    """Defence in depth: whatever path a message took, no resolved secret leaves the process."""
+    for secret in _resolved_secrets:
+        if secret in text:
+            text = text.replace(secret, "[REDACTED]")
+    return text

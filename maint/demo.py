@@ -1,0 +1,204 @@
+"""`maint demo`: a throwaway PostgreSQL, a sample schema, a local backup store, the duties run
+through Prefect against them, and the server stopped again. Needs only Python and the
+PostgreSQL server binaries (initdb, pg_ctl) on PATH. The test suite uses the same server class.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psycopg
+
+DEMO_PASSWORD_ENV = "MAINT_DEMO_DB_PASSWORD"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ThrowawayPostgres:
+    """A PostgreSQL cluster in a temporary directory, on 127.0.0.1 and a free port.
+
+    initdb refuses to run as root, so as root the cluster belongs to the `postgres` user.
+    TCP connections need a password (scram-sha-256), so wrong-password cases are real."""
+
+    def __init__(self, *, superuser: str = "postgres", settings: dict[str, str] | None = None):
+        self.superuser = superuser
+        self.password = secrets.token_urlsafe(18)
+        self.host = "127.0.0.1"
+        self.port = free_port()
+        self.settings = {"listen_addresses": "127.0.0.1", "fsync": "off", "synchronous_commit": "off",
+                         "full_page_writes": "off", "max_connections": "50", **(settings or {})}
+        self.base = Path(tempfile.mkdtemp(prefix="maint-pg-"))
+        self.datadir = self.base / "data"
+        self.logfile = self.base / "postgres.log"
+        self._run_as = "postgres" if os.geteuid() == 0 else None
+
+    def _run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        for program in ("initdb", "pg_ctl"):
+            if args[0] == program and shutil.which(program) is None:
+                raise RuntimeError(f"{program} not found on PATH: install the PostgreSQL server binaries")
+        return subprocess.run(args, check=check, capture_output=True, text=True, cwd=self.base,
+                              user=self._run_as, env={**os.environ, "LC_ALL": "C"})
+
+    def start(self) -> "ThrowawayPostgres":
+        if self._run_as:
+            account = pwd.getpwnam(self._run_as)
+            os.chown(self.base, account.pw_uid, account.pw_gid)
+        pwfile = self.base / "pwfile"
+        pwfile.write_text(self.password + "\n")
+        if self._run_as:
+            os.chown(pwfile, pwd.getpwnam(self._run_as).pw_uid, -1)
+        try:
+            self._run("initdb", "-D", str(self.datadir), "-U", self.superuser, "--pwfile", str(pwfile),
+                      "--auth-local=trust", "--auth-host=scram-sha-256", "-E", "UTF8", "--locale=C", "--no-sync")
+        except subprocess.CalledProcessError as exc:
+            raise RuntimeError(f"initdb failed: {exc.stderr.strip()}") from None
+        pwfile.unlink()
+        with open(self.datadir / "postgresql.conf", "a") as conf:
+            conf.write(f"\nport = {self.port}\nunix_socket_directories = '{self.base}'\n")
+            for key, value in self.settings.items():
+                conf.write(f"{key} = '{value}'\n")
+        try:
+            self._run("pg_ctl", "-D", str(self.datadir), "-l", str(self.logfile), "-w", "-t", "60", "start")
+        except subprocess.CalledProcessError:
+            raise RuntimeError(f"PostgreSQL did not start:\n{self.log_tail()}") from None
+        return self
+
+    def log_tail(self, lines: int = 20) -> str:
+        try:
+            return "\n".join(self.logfile.read_text().splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    def stop(self, mode: str = "fast") -> None:
+        if (self.datadir / "postmaster.pid").exists():
+            self._run("pg_ctl", "-D", str(self.datadir), "-m", mode, "-w", "stop", check=False)
+
+    def restart(self) -> None:
+        self._run("pg_ctl", "-D", str(self.datadir), "-l", str(self.logfile), "-m", "fast", "-w", "restart")
+
+    def cleanup(self) -> None:
+        self.stop("immediate")
+        shutil.rmtree(self.base, ignore_errors=True)
+
+    def __enter__(self) -> "ThrowawayPostgres":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.cleanup()
+
+    def connect(self, dbname: str = "postgres", **kwargs) -> psycopg.Connection:
+        return psycopg.connect(host=self.host, port=self.port, user=self.superuser, password=self.password,
+                               dbname=dbname, **kwargs)
+
+    def create_database(self, name: str) -> None:
+        with self.connect(autocommit=True) as conn:
+            conn.execute(psycopg.sql.SQL("CREATE DATABASE {}").format(psycopg.sql.Identifier(name)))
+
+
+SAMPLE_SCHEMA = """
+CREATE TABLE customers (id bigint PRIMARY KEY, name text NOT NULL, email text UNIQUE,
+                        created_at timestamptz NOT NULL DEFAULT now());
+CREATE TABLE orders (id bigint PRIMARY KEY, customer_id bigint NOT NULL REFERENCES customers,
+                     total_cents bigint NOT NULL, delivery_date date, placed_at timestamptz NOT NULL);
+CREATE TABLE order_items (order_id bigint NOT NULL REFERENCES orders, line int NOT NULL,
+                          sku text NOT NULL, quantity int NOT NULL, PRIMARY KEY (order_id, line));
+CREATE TABLE events (id bigserial, at timestamptz NOT NULL, kind text NOT NULL) PARTITION BY RANGE (at);
+CREATE TABLE events_2026 PARTITION OF events FOR VALUES FROM ('2026-01-01') TO ('2027-01-01');
+CREATE TABLE events_2027 PARTITION OF events FOR VALUES FROM ('2027-01-01') TO ('2028-01-01');
+INSERT INTO customers SELECT g, 'customer ' || g, 'c' || g || '@example.com', '2026-01-01'::timestamptz + g * interval '1 hour'
+  FROM generate_series(1, 2000) g;
+INSERT INTO orders SELECT g, 1 + g % 2000, (g * 37) % 100000,
+  CASE WHEN g % 50 = 0 THEN NULL ELSE '2026-02-01'::date + g % 300 END, '2026-01-15'::timestamptz + g * interval '7 minutes'
+  FROM generate_series(1, 20000) g;
+INSERT INTO order_items SELECT o, l, 'SKU-' || ((o * l) % 500), 1 + (o + l) % 5
+  FROM generate_series(1, 20000) o, generate_series(1, 3) l;
+INSERT INTO events (at, kind) SELECT '2026-06-01'::timestamptz + g * interval '6 hours', 'kind-' || g % 7
+  FROM generate_series(1, 1500) g;
+ANALYZE;
+"""
+
+
+def load_sample_schema(server: ThrowawayPostgres, dbname: str) -> None:
+    with server.connect(dbname) as conn:
+        conn.execute(SAMPLE_SCHEMA)
+
+
+def demo_config(server: ThrowawayPostgres, store_dir: Path) -> str:
+    return f"""# Written by `maint demo`: a throwaway PostgreSQL and a local backup store.
+timezone = "UTC"
+
+[notify]
+page_on = ["critical"]
+
+[[databases]]
+name = "demo"
+host = "{server.host}"
+port = {server.port}
+dbname = "shop"
+user = "{server.superuser}"
+password_env = "{DEMO_PASSWORD_ENV}"
+sslmode = "disable"
+
+[[backup_stores]]
+name = "demo-dumps"
+url = "file://{store_dir.resolve()}/"
+database = "demo"
+rpo = "26h"
+
+[backup]
+database = "demo"
+store = "demo-dumps"
+
+[schedules]
+backup = "0 1 * * *"
+"""
+
+
+def run_demo(workdir: str) -> int:
+    from maint.cli import main as cli_main
+
+    started = time.monotonic()
+    work = Path(workdir).resolve()
+    store_dir = work / "backups"
+    store_dir.mkdir(parents=True, exist_ok=True)
+    config_file = work / "maint.toml"
+    print(f"== maint demo: starting a throwaway PostgreSQL ({shutil.which('postgres') or 'postgres'})", flush=True)
+    with ThrowawayPostgres() as server:
+        server.create_database("shop")
+        load_sample_schema(server, "shop")
+        os.environ[DEMO_PASSWORD_ENV] = server.password
+        config_file.write_text(demo_config(server, store_dir))
+        print(f"   PostgreSQL on {server.host}:{server.port}, database 'shop' loaded with a sample schema")
+        print(f"   configuration: {config_file}")
+        print(f"   backup store:  file://{store_dir}/", flush=True)
+        statuses = []
+        for attempt in (1, 2):
+            print(f"\n== maint run backup (run {attempt} of 2, through Prefect)", flush=True)
+            status = cli_main(["--config", str(config_file), "run", "backup"])
+            statuses.append(status)
+        print(f"\n== files in {store_dir}:")
+        for path in sorted(store_dir.iterdir()):
+            if not path.name.startswith("."):
+                print(f"   {path.stat().st_size:>10}  {path}")
+        print("\n== stopping PostgreSQL", flush=True)
+    elapsed = time.monotonic() - started
+    worst = max(statuses)
+    print(f"\n== demo finished in {elapsed:.1f}s; worst exit status {worst} (0 ok, 1 warning, 2 critical, 3 could not run)")
+    return worst
+
+
+if __name__ == "__main__":
+    sys.exit(run_demo(sys.argv[1] if len(sys.argv) > 1 else "maint-demo"))

@@ -1,0 +1,46 @@
+"""The error tree, shaped by what the caller does with an error.
+
+Library exceptions (psycopg, google.api_core, httpx) are translated at the boundary in `tasks/`
+into one of these, with the host, database, bucket or object named and the original chained.
+A duty turns a `MaintError` into a critical finding; anything else is an internal error.
+"""
+
+
+class MaintError(Exception):
+    """An expected failure with a message fit for an on-call engineer."""
+
+
+class ConfigError(MaintError):
+    """The configuration is unusable; `problems` lists every problem, each naming its field."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__("invalid configuration:\n" + "\n".join(f"  {p}" for p in problems))
+
+
+class TransientError(MaintError):
+    """Worth retrying: the same call may succeed in a moment (GCS 429/5xx, reset, starting up)."""
+
+
+class DatabaseError(MaintError):
+    """The database refused or failed: down, auth refused, query error."""
+
+
+class DatabaseUnavailable(DatabaseError, TransientError):
+    """The server is not accepting connections (yet): refused, starting up, shutting down."""
+
+
+class StorageError(MaintError):
+    """The backup store refused or failed: bucket missing, permission denied, object gone."""
+
+
+class TransientStorageError(StorageError, TransientError):
+    pass
+
+
+class DumpError(MaintError):
+    """pg_dump (or another PostgreSQL client program) exited with an error."""
+
+
+class NotificationError(MaintError):
+    """A notification could not be delivered. Never swallowed: the run fails loudly."""

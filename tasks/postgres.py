@@ -1,0 +1,220 @@
+"""PostgreSQL: connections, snapshots, row counts and the client programs (pg_dump).
+
+Every psycopg error is translated here into `maint.errors`, naming host:port/dbname and never the
+password, which reaches libpq and pg_dump only through the environment (PGPASSWORD) or the
+connect() keyword, never a command line or a log line.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import threading
+from collections import deque
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Iterator
+
+import psycopg
+from psycopg import sql
+
+from maint.config import DatabaseConfig, redact, resolve_secret
+from maint.errors import DatabaseError, DatabaseUnavailable, DumpError
+
+# SQLSTATEs and libpq messages that mean "try again in a moment", not "you are wrong".
+_UNAVAILABLE_SQLSTATES = {"57P03", "57P01", "57P02", "08006", "08001", "53300"}
+_UNAVAILABLE_TEXT = ("connection refused", "starting up", "shutting down", "timeout expired",
+                     "could not connect", "no route to host", "server closed the connection",
+                     "connection reset", "too many clients", "in recovery mode")
+
+
+def _password(db: DatabaseConfig) -> str | None:
+    return resolve_secret(db.password_env, field=f"databases.{db.name}.password_env")
+
+
+def connection_kwargs(db: DatabaseConfig, dbname: str | None = None) -> dict:
+    """Keyword arguments for psycopg.connect; the password is the only secret among them."""
+    kwargs = {"host": db.host, "port": db.port, "dbname": dbname or db.dbname, "user": db.user,
+              "sslmode": db.sslmode, "connect_timeout": max(1, int(db.connect_timeout.total_seconds())),
+              "application_name": "maint"}
+    if db.sslrootcert:
+        kwargs["sslrootcert"] = db.sslrootcert
+    password = _password(db)
+    if password is not None:
+        kwargs["password"] = password
+    return kwargs
+
+
+def client_environment(db: DatabaseConfig, dbname: str | None = None) -> dict[str, str]:
+    """Environment for pg_dump/pg_restore/psql: connection by PG* variables, no command-line secret."""
+    env = dict(os.environ)
+    env.update({"PGHOST": db.host, "PGPORT": str(db.port), "PGDATABASE": dbname or db.dbname,
+                "PGUSER": db.user, "PGSSLMODE": db.sslmode, "PGAPPNAME": "maint",
+                "PGCONNECT_TIMEOUT": str(max(1, int(db.connect_timeout.total_seconds())))})
+    if db.sslrootcert:
+        env["PGSSLROOTCERT"] = db.sslrootcert
+    password = _password(db)
+    if password is not None:
+        env["PGPASSWORD"] = password
+    else:
+        env.pop("PGPASSWORD", None)
+    return env
+
+
+def describe(db: DatabaseConfig, dbname: str | None = None) -> str:
+    """How a database is named in messages: config name, host:port/dbname, user. No password."""
+    return f"database '{db.name}' ({db.host}:{db.port}/{dbname or db.dbname} as {db.user})"
+
+
+def _libpq_reason(exc: Exception) -> str:
+    """The useful line of a libpq error, e.g. 'password authentication failed for user "maint"'."""
+    text = str(exc).strip()
+    first = text.splitlines()[0] if text else type(exc).__name__
+    if "failed: " in first:
+        first = first.rsplit("failed: ", 1)[1]
+    return first.replace("FATAL:  ", "").strip()
+
+
+def translate_connect_error(db: DatabaseConfig, exc: psycopg.Error, dbname: str | None = None) -> Exception:
+    reason = redact(_libpq_reason(exc))
+    sqlstate = getattr(exc, "sqlstate", None)
+    lowered = str(exc).lower()
+    if sqlstate in _UNAVAILABLE_SQLSTATES or any(t in lowered for t in _UNAVAILABLE_TEXT):
+        return DatabaseUnavailable(f"cannot connect to {describe(db, dbname)}: {reason}")
+    return DatabaseError(f"cannot connect to {describe(db, dbname)}: {reason}")
+
+
+@contextmanager
+def connect(db: DatabaseConfig, *, dbname: str | None = None, autocommit: bool = False,
+            statement_timeout: str | None = None) -> Iterator[psycopg.Connection]:
+    try:
+        conn = psycopg.connect(**connection_kwargs(db, dbname), autocommit=autocommit)
+    except psycopg.Error as exc:
+        raise translate_connect_error(db, exc, dbname) from None  # libpq text can echo conninfo
+    try:
+        if statement_timeout:
+            conn.execute(sql.SQL("SET statement_timeout = {}").format(sql.Literal(statement_timeout)))
+        yield conn
+    except psycopg.OperationalError as exc:
+        raise DatabaseUnavailable(f"lost connection to {describe(db, dbname)}: {redact(_libpq_reason(exc))}") from exc
+    except psycopg.Error as exc:
+        raise DatabaseError(f"query failed on {describe(db, dbname)}: {redact(_libpq_reason(exc))}") from exc
+    finally:
+        conn.close()
+
+
+# --- the backup snapshot -------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class TableRows:
+    schema: str
+    table: str
+    rows: int
+
+    @property
+    def qualified_name(self) -> str:
+        return f"{self.schema}.{self.table}"
+
+
+@dataclass(frozen=True)
+class ExportedSnapshot:
+    snapshot_id: str
+    snapshot_time: datetime
+    server_version: str
+    server_version_num: int
+
+
+# Ordinary tables and partitions whose data pg_dump writes: not system schemas, not extension
+# members (their data is only dumped on request), not temporary tables.
+_DUMPED_TABLES = """
+SELECT n.nspname, c.relname
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind = 'r'
+  AND c.relpersistence <> 't'
+  AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+  AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%'
+  AND NOT EXISTS (SELECT 1 FROM pg_depend d
+                  WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')
+ORDER BY 1, 2
+"""
+
+
+def export_snapshot(conn: psycopg.Connection) -> ExportedSnapshot:
+    """Open a REPEATABLE READ transaction and export its snapshot for pg_dump --snapshot.
+
+    The caller keeps the transaction open until pg_dump has finished: the exported snapshot
+    lives only as long as the transaction that exported it."""
+    conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+    row = conn.execute(
+        "SELECT pg_export_snapshot(), statement_timestamp(), current_setting('server_version'),"
+        " current_setting('server_version_num')::int").fetchone()
+    return ExportedSnapshot(snapshot_id=row[0], snapshot_time=row[1], server_version=row[2],
+                            server_version_num=row[3])
+
+
+def count_table_rows(conn: psycopg.Connection) -> list[TableRows]:
+    """Exact row counts, in whatever snapshot the connection's transaction holds."""
+    tables = conn.execute(_DUMPED_TABLES).fetchall()
+    counts = []
+    for schema, table in tables:
+        query = sql.SQL("SELECT count(*) FROM ONLY {}.{}").format(sql.Identifier(schema), sql.Identifier(table))
+        counts.append(TableRows(schema, table, conn.execute(query).fetchone()[0]))
+    return counts
+
+
+# --- client programs -----------------------------------------------------------------------------
+
+def client_version(program: str) -> str:
+    try:
+        out = subprocess.run([program, "--version"], capture_output=True, text=True, timeout=30)
+    except FileNotFoundError:
+        raise DumpError(f"{program} not found on PATH: install the PostgreSQL client programs") from None
+    return out.stdout.strip()
+
+
+class DumpProcess:
+    """pg_dump writing a custom-format archive to a pipe that the caller reads in chunks.
+
+    stderr is drained by a thread (so a chatty pg_dump never blocks on a full pipe) and only its
+    tail is kept, so memory stays flat whatever the dump's size."""
+
+    def __init__(self, db: DatabaseConfig, *, snapshot_id: str | None, compress: int, program: str = "pg_dump"):
+        self.db = db
+        args = [program, "--format=custom", f"--compress={compress}", "--no-password"]
+        if snapshot_id:
+            args.append(f"--snapshot={snapshot_id}")
+        try:
+            self.process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                            env=client_environment(db), bufsize=0)
+        except FileNotFoundError:
+            raise DumpError(f"{program} not found on PATH: install the PostgreSQL client programs") from None
+        self._stderr_tail: deque[str] = deque(maxlen=20)
+        self._stderr_thread = threading.Thread(target=self._drain_stderr, daemon=True)
+        self._stderr_thread.start()
+
+    def _drain_stderr(self) -> None:
+        for line in iter(self.process.stderr.readline, b""):
+            self._stderr_tail.append(line.decode(errors="replace").rstrip())
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def chunks(self, size: int = 1024 * 1024) -> Iterator[bytes]:
+        while chunk := self.process.stdout.read(size):
+            yield chunk
+
+    def finish(self) -> None:
+        """Wait for pg_dump; raise DumpError with its own words if it failed or was killed."""
+        returncode = self.process.wait()
+        self._stderr_thread.join(timeout=5)
+        if returncode != 0:
+            how = f"was killed by signal {-returncode}" if returncode < 0 else f"exited with status {returncode}"
+            detail = "; ".join(line for line in self._stderr_tail if line) or "no message"
+            raise DumpError(f"pg_dump of {describe(self.db)} {how}: {redact(detail)}")
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()

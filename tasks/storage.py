@@ -1,0 +1,369 @@
+"""Backup stores: one protocol, a Google Cloud Storage and a local/NFS-directory implementation.
+
+Completeness: an object appears under its final name only once it is whole. GCS writes through a
+resumable upload, which creates the object only when the last chunk is committed; a local store
+writes a hidden `.NAME.partial-PID` file, fsyncs it and hard-links it into place (a link, unlike
+a rename, refuses to replace an existing file). Neither ever overwrites an earlier backup.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterator, Protocol
+from urllib.parse import urlparse
+
+from maint.config import BackupStoreConfig
+from maint.errors import StorageError, TransientStorageError
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    """An object in a store, as the store describes it (never an SDK object)."""
+
+    name: str  # relative to the store's prefix
+    url: str
+    size_bytes: int
+    created_at: datetime
+    generation: int | None = None
+    crc32c: str | None = None  # base64 of the big-endian CRC32C, as GCS reports it
+    md5: str | None = None  # base64, as GCS reports it
+
+
+class ObjectWriter(Protocol):
+    url: str
+
+    def write(self, chunk: bytes) -> None: ...
+
+    def commit(self) -> StoredObject:
+        """Make the object visible under its final name; fail if that name is taken."""
+
+    def abort(self) -> None:
+        """Leave nothing under the final name."""
+
+
+class BackupStore(Protocol):
+    url: str
+
+    def check_writable(self) -> None: ...
+
+    def list_objects(self) -> list[StoredObject]: ...
+
+    def open_writer(self, name: str) -> ObjectWriter: ...
+
+    def put_bytes(self, name: str, data: bytes) -> StoredObject: ...
+
+    def read_bytes(self, name: str) -> bytes: ...
+
+    def open_reader(self, name: str) -> Iterator[bytes]: ...
+
+
+def open_store(config: BackupStoreConfig, *, chunk_size: int = 8 * 1024 * 1024) -> BackupStore:
+    if config.url.startswith("gs://"):
+        return GcsStore(config.url, chunk_size=chunk_size)
+    return LocalStore(config.url)
+
+
+# --- local directory -----------------------------------------------------------------------------
+
+class LocalStore:
+    def __init__(self, url: str):
+        self.url = url if url.endswith("/") else url + "/"
+        self.root = Path(urlparse(self.url).path)
+
+    def _path(self, name: str) -> Path:
+        if "/" in name or name.startswith("."):
+            raise StorageError(f"refusing object name {name!r} in {self.url}: not a plain file name")
+        return self.root / name
+
+    def check_writable(self) -> None:
+        # A missing directory is usually an NFS mount that is not there: never create it, or the
+        # backup would silently land on the local disk.
+        if not self.root.is_dir():
+            raise StorageError(f"backup directory {self.root} does not exist (is the volume mounted?)")
+        if not os.access(self.root, os.W_OK | os.X_OK):
+            raise StorageError(f"backup directory {self.root} is not writable by uid {os.getuid()}")
+
+    def list_objects(self) -> list[StoredObject]:
+        try:
+            entries = list(os.scandir(self.root))
+        except FileNotFoundError:
+            raise StorageError(f"backup directory {self.root} does not exist (is the volume mounted?)") from None
+        objects = []
+        for entry in entries:
+            if entry.name.startswith(".") or not entry.is_file():
+                continue
+            st = entry.stat()
+            objects.append(StoredObject(name=entry.name, url=self.url + entry.name, size_bytes=st.st_size,
+                                        created_at=datetime.fromtimestamp(st.st_mtime, timezone.utc)))
+        return sorted(objects, key=lambda o: o.created_at)
+
+    def open_writer(self, name: str) -> "LocalWriter":
+        return LocalWriter(self, self._path(name))
+
+    def put_bytes(self, name: str, data: bytes) -> StoredObject:
+        writer = self.open_writer(name)
+        try:
+            writer.write(data)
+            return writer.commit()
+        except BaseException:
+            writer.abort()
+            raise
+
+    def read_bytes(self, name: str) -> bytes:
+        try:
+            return self._path(name).read_bytes()
+        except FileNotFoundError:
+            raise StorageError(f"{self.url}{name} does not exist") from None
+
+    def open_reader(self, name: str, chunk_size: int = 1024 * 1024) -> Iterator[bytes]:
+        try:
+            with open(self._path(name), "rb") as f:
+                while chunk := f.read(chunk_size):
+                    yield chunk
+        except FileNotFoundError:
+            raise StorageError(f"{self.url}{name} does not exist") from None
+
+
+class LocalWriter:
+    def __init__(self, store: LocalStore, final: Path):
+        self.store, self.final = store, final
+        self.url = store.url + final.name
+        self.partial = final.with_name(f".{final.name}.partial-{os.getpid()}")
+        try:
+            self._file = open(self.partial, "xb")
+        except OSError as exc:
+            raise StorageError(f"cannot write {self.partial}: {exc.strerror}") from exc
+
+    def write(self, chunk: bytes) -> None:
+        try:
+            self._file.write(chunk)
+        except OSError as exc:
+            raise StorageError(f"cannot write {self.url}: {exc.strerror}") from exc
+
+    def commit(self) -> StoredObject:
+        try:
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            self._file.close()
+            os.link(self.partial, self.final)  # refuses to replace an existing backup
+        except FileExistsError:
+            self.abort()
+            raise StorageError(f"{self.url} already exists: refusing to overwrite an earlier backup") from None
+        except OSError as exc:
+            self.abort()
+            raise StorageError(f"cannot complete {self.url}: {exc.strerror}") from exc
+        self.partial.unlink()
+        dir_fd = os.open(self.final.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)  # the new name survives a crash
+        finally:
+            os.close(dir_fd)
+        st = self.final.stat()
+        return StoredObject(self.final.name, self.url, st.st_size, datetime.fromtimestamp(st.st_mtime, timezone.utc))
+
+    def abort(self) -> None:
+        if not self._file.closed:
+            self._file.close()
+        self.partial.unlink(missing_ok=True)
+
+
+# --- Google Cloud Storage ------------------------------------------------------------------------
+
+def _gcs_client():
+    from google.cloud import storage
+
+    if os.environ.get("STORAGE_EMULATOR_HOST"):
+        from google.auth.credentials import AnonymousCredentials
+
+        return storage.Client(project=os.environ.get("GOOGLE_CLOUD_PROJECT", "maint-emulator"),
+                              credentials=AnonymousCredentials())
+    return storage.Client()
+
+
+def translate_gcs_error(exc: Exception, what: str) -> StorageError:
+    """google.api_core/requests exceptions -> StorageError naming the bucket or object."""
+    from google.api_core import exceptions as gexc
+    from google.auth import exceptions as auth_exc
+
+    code = getattr(exc, "code", None)
+    if isinstance(exc, gexc.NotFound) or code == 404:
+        return StorageError(f"{what}: not found (does the bucket exist?)")
+    if isinstance(exc, (gexc.Forbidden, gexc.Unauthorized)) or code in (401, 403):
+        return StorageError(f"{what}: permission denied ({exc.__class__.__name__}); check the service account's roles")
+    if isinstance(exc, gexc.PreconditionFailed) or code == 412:
+        return StorageError(f"{what}: already exists or changed meanwhile (precondition failed)")
+    if isinstance(exc, auth_exc.DefaultCredentialsError):
+        return StorageError(f"{what}: no Google credentials found (set GOOGLE_APPLICATION_CREDENTIALS or use workload identity)")
+    if isinstance(exc, (gexc.TooManyRequests, gexc.ServerError, ConnectionError, TimeoutError)) or (
+            isinstance(code, int) and (code == 429 or code >= 500)):
+        return TransientStorageError(f"{what}: transient error ({exc.__class__.__name__}: {str(exc)[:200]})")
+    import requests
+
+    if isinstance(exc, requests.exceptions.RequestException):
+        return TransientStorageError(f"{what}: transient error ({exc.__class__.__name__})")
+    return StorageError(f"{what}: {exc.__class__.__name__}: {str(exc)[:300]}")
+
+
+_GCS_ERRORS: tuple[type[BaseException], ...] | None = None
+
+
+def _gcs_errors() -> tuple[type[BaseException], ...]:
+    global _GCS_ERRORS
+    if _GCS_ERRORS is None:
+        import requests
+        from google.api_core import exceptions as gexc
+        from google.auth import exceptions as auth_exc
+        from google.resumable_media import common as rm_common
+
+        _GCS_ERRORS = (gexc.GoogleAPIError, auth_exc.GoogleAuthError, rm_common.InvalidResponse,
+                       requests.exceptions.RequestException, ConnectionError)
+    return _GCS_ERRORS
+
+
+class GcsStore:
+    def __init__(self, url: str, *, chunk_size: int = 8 * 1024 * 1024):
+        parsed = urlparse(url)
+        self.bucket_name = parsed.netloc
+        self.prefix = parsed.path.lstrip("/")
+        if self.prefix and not self.prefix.endswith("/"):
+            self.prefix += "/"
+        self.url = f"gs://{self.bucket_name}/{self.prefix}"
+        # Resumable uploads need a multiple of 256 KiB; memory per upload is about one chunk.
+        self.chunk_size = max(256 * 1024, chunk_size // (256 * 1024) * (256 * 1024))
+        self._client = None
+
+    @property
+    def client(self):
+        if self._client is None:
+            try:
+                self._client = _gcs_client()
+            except _gcs_errors() as exc:
+                raise translate_gcs_error(exc, f"gs://{self.bucket_name}") from exc
+        return self._client
+
+    def _blob(self, name: str):
+        if "/" in name:
+            raise StorageError(f"refusing object name {name!r} in {self.url}: not a plain name")
+        return self.client.bucket(self.bucket_name).blob(self.prefix + name)
+
+    def check_writable(self) -> None:
+        # Listing needs only object permissions, which a backup service account has; getting the
+        # bucket's metadata would need more.
+        try:
+            list(self.client.list_blobs(self.bucket_name, prefix=self.prefix, max_results=1))
+        except _gcs_errors() as exc:
+            raise translate_gcs_error(exc, f"bucket gs://{self.bucket_name}") from exc
+
+    def list_objects(self) -> list[StoredObject]:
+        try:
+            blobs = list(self.client.list_blobs(self.bucket_name, prefix=self.prefix))
+        except _gcs_errors() as exc:
+            raise translate_gcs_error(exc, f"bucket gs://{self.bucket_name}") from exc
+        objects = [self._describe(b) for b in blobs if "/" not in b.name[len(self.prefix):]]
+        return sorted(objects, key=lambda o: o.created_at)
+
+    def _describe(self, blob) -> StoredObject:
+        created = blob.time_created or datetime.now(timezone.utc)
+        return StoredObject(name=blob.name[len(self.prefix):], url=f"gs://{self.bucket_name}/{blob.name}",
+                            size_bytes=int(blob.size or 0), created_at=created, generation=blob.generation,
+                            crc32c=blob.crc32c, md5=blob.md5_hash)
+
+    def open_writer(self, name: str) -> "GcsWriter":
+        blob = self._blob(name)
+        try:
+            if blob.exists():
+                raise StorageError(f"{self.url}{name} already exists: refusing to overwrite an earlier backup")
+        except _gcs_errors() as exc:
+            raise translate_gcs_error(exc, f"{self.url}{name}") from exc
+        return GcsWriter(self, blob, f"{self.url}{name}")
+
+    def put_bytes(self, name: str, data: bytes) -> StoredObject:
+        blob = self._blob(name)
+        url = f"{self.url}{name}"
+        try:
+            # if_generation_match=0: create only, never replace; that makes the call safe to retry.
+            blob.upload_from_string(data, content_type="application/json", if_generation_match=0,
+                                    checksum="crc32c")
+            blob.reload()
+        except _gcs_errors() as exc:
+            raise translate_gcs_error(exc, url) from exc
+        return self._describe(blob)
+
+    def read_bytes(self, name: str) -> bytes:
+        url = f"{self.url}{name}"
+        try:
+            return self._blob(name).download_as_bytes()
+        except _gcs_errors() as exc:
+            raise translate_gcs_error(exc, url) from exc
+
+    def open_reader(self, name: str) -> Iterator[bytes]:
+        url = f"{self.url}{name}"
+        try:
+            with self._blob(name).open("rb", chunk_size=self.chunk_size) as f:
+                while chunk := f.read(self.chunk_size):
+                    yield chunk
+        except _gcs_errors() as exc:
+            raise translate_gcs_error(exc, url) from exc
+
+
+class GcsWriter:
+    """A resumable upload: GCS creates the object only when close() commits the last chunk."""
+
+    def __init__(self, store: GcsStore, blob, url: str):
+        self.store, self.blob, self.url = store, blob, url
+        self._writer = None
+        self._written = 0
+
+    def write(self, chunk: bytes) -> None:
+        try:
+            if self._writer is None:
+                self._writer = self.blob.open("wb", chunk_size=self.store.chunk_size, if_generation_match=0,
+                                              content_type="application/octet-stream")
+            self._writer.write(chunk)
+            self._written += len(chunk)
+        except _gcs_errors() as exc:
+            raise translate_gcs_error(exc, self.url) from exc
+
+    def commit(self) -> StoredObject:
+        try:
+            if self._writer is None:
+                self.blob.upload_from_string(b"", if_generation_match=0)
+            else:
+                self._writer.close()
+            self.blob.reload()
+        except _gcs_errors() as exc:
+            raise translate_gcs_error(exc, self.url) from exc
+        stored = self.store._describe(self.blob)
+        if stored.size_bytes != self._written:
+            raise StorageError(f"{self.url}: stored {stored.size_bytes} bytes but {self._written} were sent")
+        return stored
+
+    def abort(self) -> None:
+        """Cancel the resumable session: nothing appears under the final name.
+
+        Merely dropping the writer is not enough: io.BufferedIOBase.__del__ calls close(), which
+        would commit whatever had been written as if it were the whole backup."""
+        writer, self._writer = self._writer, None
+        if writer is None:
+            return
+        try:
+            writer.terminate()
+        except Exception:  # cancelling is best effort; an unfinished session expires on its own
+            pass
+        finally:
+            writer._buffer.close()  # whatever happened above, never let close() commit it
+
+    def delete_committed(self, generation: int) -> None:
+        """Remove a just-committed object that failed its checksum, pinned to its generation."""
+        try:
+            self.blob.delete(if_generation_match=generation)
+        except _gcs_errors() as exc:
+            raise translate_gcs_error(exc, self.url) from exc
+
+
+def crc32c_base64(value: int) -> str:
+    return base64.b64encode(value.to_bytes(4, "big")).decode()
