@@ -91,8 +91,12 @@ def notify_on_call(report: Report, config: MaintConfig, url: str | None) -> None
 
 def finish_duty(report: Report, config: MaintConfig) -> Any:
     """Close the report, publish it, tell on-call; the flow's return value."""
+    from prefect.runtime import flow_run
+
     report.finished_at = utcnow()
     url = flow_run_url()
+    if flow_run.id:
+        report.details["flow_run_id"] = str(flow_run.id)
     log = _logger()
     for finding in report.findings:
         level = {Severity.OK: logging.INFO, Severity.WARNING: logging.WARNING,
