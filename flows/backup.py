@@ -114,8 +114,9 @@ def _hint(exc: MaintError, database: DatabaseConfig, store: BackupStoreConfig) -
     return "see the flow run's logs"
 
 
-def _subject(exc: MaintError, database: DatabaseConfig, store: BackupStoreConfig) -> str:
-    return store.url if isinstance(exc, StorageError) else database.address
+def _check_and_subject(exc: MaintError, database: DatabaseConfig, store: BackupStoreConfig) -> tuple[str, str]:
+    """Stable (check, subject) pairs, so a later good run resolves the page this one opened."""
+    return ("store", store.url) if isinstance(exc, StorageError) else ("backup", database.address)
 
 
 @flow(name="backup", on_failure=[page_run_failure], on_crashed=[page_run_failure])
@@ -131,17 +132,19 @@ def backup(config_path: str | None = None) -> dict:
         made = dump_database_to_store.with_options(retries=config.backup.connect_attempts - 1)(
             database, store, config.backup)
     except MaintError as exc:
-        report.add(finding_from_error("backup", _subject(exc, database, store), exc, _hint(exc, database, store)))
+        check, subject = _check_and_subject(exc, database, store)
+        report.add(finding_from_error(check, subject, exc, _hint(exc, database, store)))
         return finish_duty(report, config)
     manifest = Manifest.from_json(made["manifest"])
     seconds = (manifest.finished_at - manifest.started_at).total_seconds()
     report.add(Finding(
-        "backup", made["dump_url"], Severity.OK,
-        f"dumped '{database.name}' ({database.address}, PostgreSQL {manifest.server_version}): "
-        f"{format_bytes(manifest.size_bytes)} in {seconds:.1f}s; {len(manifest.tables)} tables, "
-        f"{manifest.total_rows} rows counted in the dump's snapshot"))
-    report.add(Finding("manifest", made["manifest_url"], Severity.OK,
-                       f"sha256 {manifest.sha256[:16]}…, crc32c {manifest.crc32c}; marks the backup complete"))
+        "backup", database.address, Severity.OK,
+        f"dumped '{database.name}' (PostgreSQL {manifest.server_version}) in {seconds:.1f}s: "
+        f"{len(manifest.tables)} tables, {manifest.total_rows} rows counted in the dump's snapshot"))
+    report.add(Finding(
+        "store", store.url, Severity.OK,
+        f"wrote {made['dump_url']} ({format_bytes(manifest.size_bytes)}, sha256 {manifest.sha256[:12]}…, "
+        f"crc32c {manifest.crc32c}) and its manifest, which marks the backup complete"))
     report.details.update({
         "dump": made["dump_url"], "manifest": made["manifest_url"], "size_bytes": manifest.size_bytes,
         "snapshot_time": manifest.snapshot_time.isoformat(), "tables": len(manifest.tables),

@@ -81,6 +81,13 @@ class Manifest:
             raise ManifestError(f"not valid JSON: {exc}") from None
         if not isinstance(data, dict):
             raise ManifestError("not a JSON object")
+        import dataclasses
+
+        required = [f.name for f in dataclasses.fields(cls)
+                    if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+        missing = [name for name in required if name not in data]
+        if missing:
+            raise ManifestError(f"missing field {missing[0]}")
         try:
             for key in ("snapshot_time", "started_at", "finished_at"):
                 data[key] = datetime.fromisoformat(data[key])

@@ -7,6 +7,7 @@ the moment of use, inside a task, so the value never travels as a Prefect parame
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import tomllib
@@ -348,7 +349,7 @@ def _reference_problems(raw: dict) -> list[str]:
 
     def expect(path: str, value: Any, known: list, what: str) -> None:
         if isinstance(value, str) and value not in known:
-            listed = ", ".join(repr(k) for k in known if isinstance(k, str)) or "none defined"
+            listed = ", ".join(repr(k) for k in dict.fromkeys(known) if isinstance(k, str)) or "none defined"
             problems.append(f"{path}: no {what} named {value!r} (known: {listed})")
 
     for i, store in enumerate(raw.get("backup_stores") or []):
@@ -422,3 +423,22 @@ def redact(text: str) -> str:
         if secret in text:
             text = text.replace(secret, "[REDACTED]")
     return text
+
+
+class RedactingFilter(logging.Filter):
+    """Installed on loggers that print URLs (httpx logs every request at INFO): a webhook URL
+    is itself a secret."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        cleaned = redact(message)
+        if cleaned != message:
+            record.msg, record.args = cleaned, ()
+        return True
+
+
+def install_redaction(*logger_names: str) -> None:
+    for name in logger_names:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, RedactingFilter) for f in logger.filters):
+            logger.addFilter(RedactingFilter())

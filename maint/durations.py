@@ -20,7 +20,7 @@ def parse_duration(text: str) -> timedelta:
 
 
 def format_duration(delta: timedelta) -> str:
-    """The shortest exact-enough rendering: 31h, 2d4h, 1m30s, 850ms."""
+    """A short rendering, at most two units: 1d7h, 2d4h, 1m30s, 4.2s, 850ms."""
     total_ms = int(round(delta.total_seconds() * 1000))
     if total_ms < 0:
         return "-" + format_duration(-delta)

@@ -14,12 +14,13 @@ from dataclasses import dataclass
 
 import httpx
 
-from maint.config import NotifyConfig, redact, resolve_secret
+from maint.config import NotifyConfig, install_redaction, redact, resolve_secret
 from maint.errors import NotificationError
 from maint.paging import RUN_FAILED_CHECK, PagePlan, dedup_key, plan_pages
 from maint.report import Finding, Report, Severity
 
 log = logging.getLogger("maint.notify")
+install_redaction("httpx", "httpcore")
 _RETRY_DELAYS = (0.5, 1.0, 2.0)
 _MAX_SLACK_FINDINGS = 20
 

@@ -1,0 +1,111 @@
+"""Who gets paged: dedup keys and the trigger/resolve plan."""
+
+import pytest
+
+from maint.paging import PagePlan, dedup_key, plan_pages
+from maint.report import Finding, Severity
+
+OK, WARNING, CRITICAL = Severity.OK, Severity.WARNING, Severity.CRITICAL
+
+
+def finding(severity: Severity, check: str = "backup.age", subject: str = "prod-dumps") -> Finding:
+    return Finding(check, subject, severity, f"{check} on {subject} is {severity.value}")
+
+
+def key(check: str = "backup.age", subject: str = "prod-dumps", duty: str = "backup-verification") -> str:
+    return dedup_key(duty, check, subject)
+
+
+# --- dedup_key -----------------------------------------------------------------------------------
+
+def test_dedup_key_is_stable():
+    assert dedup_key("backup", "backup.age", "prod-dumps") == dedup_key("backup", "backup.age", "prod-dumps")
+    # pinned: a key that changed between releases would leave old incidents open forever
+    assert dedup_key("backup", "backup.age", "prod") == "maint-backup-493f5a4fc134ba9c1dbe"
+
+
+@pytest.mark.parametrize("other", [
+    ("vacuum", "backup.age", "prod-dumps"),
+    ("backup", "backup.size", "prod-dumps"),
+    ("backup", "backup.age", "prod-dumps-2"),
+    ("backup", "backup.agep", "rod-dumps"),  # the separator keeps the parts apart
+    ("backup", "backup.ag", "eprod-dumps"),
+])
+def test_dedup_key_is_distinct_per_triple(other):
+    assert dedup_key(*other) != dedup_key("backup", "backup.age", "prod-dumps")
+
+
+@pytest.mark.parametrize("duty, check, subject", [
+    ("backup", "backup.age", "prod-dumps"),
+    ("health-check", "sql", "orders without a delivery date"),
+    ("health-check", "endpoint", "https://user:hunter2secret@api.example.com/health?token=abcdef"),
+    ("cert-check", "expiry", "x" * 5000),
+])
+def test_dedup_key_shape(duty, check, subject):
+    k = dedup_key(duty, check, subject)
+    assert k.startswith("maint-")
+    assert len(k) < 255
+    assert subject not in k
+    assert check not in k
+
+
+# --- plan_pages ----------------------------------------------------------------------------------
+
+def test_critical_triggers_and_opens():
+    f = finding(CRITICAL)
+    plan = plan_pages("backup-verification", [f], [], ["critical"])
+    assert plan == PagePlan(triggers=[(key(), f)], resolves=[], still_open=[key()])
+
+
+def test_critical_already_open_triggers_again_and_stays_open():
+    f = finding(CRITICAL)
+    plan = plan_pages("backup-verification", [f], [key()], ["critical"])
+    assert plan == PagePlan(triggers=[(key(), f)], resolves=[], still_open=[key()])
+
+
+@pytest.mark.parametrize("severity", [WARNING, OK])
+def test_below_page_on_does_not_trigger(severity):
+    plan = plan_pages("backup-verification", [finding(severity)], [], ["critical"])
+    assert plan == PagePlan(triggers=[], resolves=[], still_open=[])
+
+
+@pytest.mark.parametrize("severity", [OK, WARNING], ids=["ok", "drops-to-warning"])
+def test_open_key_resolves_when_below_page_on(severity):
+    f = finding(severity)
+    plan = plan_pages("backup-verification", [f], [key()], ["critical"])
+    assert plan == PagePlan(triggers=[], resolves=[(key(), f)], still_open=[])
+
+
+def test_open_key_without_a_finding_stays_open():
+    other = finding(OK, check="backup.size")
+    plan = plan_pages("backup-verification", [other], [key()], ["critical"])
+    assert plan == PagePlan(triggers=[], resolves=[], still_open=[key()])
+
+
+def test_no_findings_keeps_everything_open():
+    keys = [key(), key(check="backup.size")]
+    assert plan_pages("backup-verification", [], keys, ["critical"]).still_open == sorted(keys)
+
+
+@pytest.mark.parametrize("severity, triggers", [(OK, False), (WARNING, True), (CRITICAL, True)])
+def test_page_on_warning_and_critical(severity, triggers):
+    f = finding(severity)
+    plan = plan_pages("backup-verification", [f], [], ["warning", "critical"])
+    assert plan.triggers == ([(key(), f)] if triggers else [])
+    assert plan.still_open == ([key()] if triggers else [])
+
+
+def test_other_duties_keys_are_not_resolved():
+    """Same check and subject under another duty is another incident."""
+    other_duty_key = key(duty="backup")
+    plan = plan_pages("backup-verification", [finding(OK)], [other_duty_key], ["critical"])
+    assert plan == PagePlan(triggers=[], resolves=[], still_open=[other_duty_key])
+
+
+def test_mixed_run():
+    age, size, count = finding(CRITICAL), finding(OK, check="backup.size"), finding(WARNING, check="backup.count")
+    stale = key(check="backup.manifest")
+    plan = plan_pages("backup-verification", [age, size, count], [key(check="backup.size"), stale], ["critical"])
+    assert plan.triggers == [(key(), age)]
+    assert plan.resolves == [(key(check="backup.size"), size)]
+    assert plan.still_open == sorted([key(), stale])
