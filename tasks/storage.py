@@ -198,7 +198,8 @@ def translate_gcs_error(exc: Exception, what: str) -> StorageError:
         return StorageError(f"{what}: already exists or changed meanwhile (precondition failed)")
     if isinstance(exc, auth_exc.DefaultCredentialsError):
         return StorageError(f"{what}: no Google credentials found (set GOOGLE_APPLICATION_CREDENTIALS or use workload identity)")
-    if isinstance(exc, (gexc.TooManyRequests, gexc.ServerError, ConnectionError, TimeoutError)) or (
+    if isinstance(exc, (gexc.TooManyRequests, gexc.ServerError, gexc.RetryError, ConnectionError,
+                        TimeoutError)) or (
             isinstance(code, int) and (code == 429 or code >= 500)):
         return TransientStorageError(f"{what}: transient error ({exc.__class__.__name__}: {str(exc)[:200]})")
     import requests

@@ -88,10 +88,12 @@ def test_critical_pages_once_per_key_then_resolves_when_ok(pg, tmp_path, capsys,
 class _forward:
     """A TCP forwarder from `port` to PostgreSQL: the 'down' database comes back on its own port."""
 
-    def __init__(self, listen_port: int, target_port: int):
+    def __init__(self, listen_port: int, target_port: int, *, drop_first: int = 0):
         import socket
         import threading
 
+        self.drop_first = drop_first  # connections closed at once, as by a server still starting
+        self.accepted = 0
         self.listener = socket.create_server(("127.0.0.1", listen_port))
         self.target_port = target_port
         self.threads: list[threading.Thread] = []
@@ -107,6 +109,10 @@ class _forward:
                 client, _ = self.listener.accept()
             except OSError:
                 return
+            self.accepted += 1
+            if self.accepted <= self.drop_first:
+                client.close()
+                continue
             upstream = socket.create_connection(("127.0.0.1", self.target_port))
             for a, b in ((client, upstream), (upstream, client)):
                 threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()

@@ -1,0 +1,58 @@
+"""Deployments and `maint serve`: schedules from [schedules] in [timezone], typed parameters."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from deployments import build_deployments, schedule_slug
+from maint.config import load_config
+from tests.conftest import write_config
+
+
+def test_one_deployment_per_configured_duty_with_its_schedule(pg, tmp_path, db_password):
+    config_file = write_config(tmp_path / "maint.toml", pg, f"file://{tmp_path}/")
+    config = load_config(config_file)
+
+    [deployment] = build_deployments(config, Path(os.path.relpath(config_file)))
+
+    assert deployment.name == "backup"
+    assert deployment.parameters == {"config_path": str(config_file.resolve())}
+    assert {"maint", "backup"} <= set(deployment.tags)
+    [schedule] = deployment.schedules
+    assert schedule.schedule.cron == "0 1 * * *"
+    assert schedule.schedule.timezone == "Asia/Taipei"
+    assert schedule.slug == schedule_slug("backup") == "maint-backup"
+    # The UI builds its run form from this schema: config_path is a typed, optional string.
+    from prefect.utilities.callables import parameter_schema
+
+    from flows.backup import backup
+
+    schema = parameter_schema(backup)
+    assert schema.properties["config_path"]["anyOf"] == [{"type": "string"}, {"type": "null"}]
+    assert schema.properties["config_path"]["default"] is None
+
+
+def test_unconfigured_duty_gets_no_deployment(tmp_path):
+    config_file = tmp_path / "maint.toml"
+    config_file.write_text('[[databases]]\nname = "prod"\nhost = "h"\ndbname = "d"\nuser = "u"\n')
+    assert build_deployments(load_config(config_file), config_file) == []
+
+
+def test_serve_without_a_prefect_server_says_what_to_do(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env["PREFECT_HOME"] = str(tmp_path / "prefect-home")  # no profile with an API URL either
+    result = subprocess.run([sys.executable, "-m", "maint.cli", "--config", str(tmp_path / "x.toml"), "serve"],
+                            capture_output=True, text=True, env=env, timeout=120)
+    assert result.returncode == 3
+    assert "PREFECT_API_URL is not set" in result.stderr and "prefect server start" in result.stderr
+
+
+def test_help_everywhere():
+    for argv in ([], ["config"], ["config", "check"], ["run"], ["serve"], ["demo"]):
+        result = subprocess.run([sys.executable, "-m", "maint.cli", *argv, "--help"], capture_output=True,
+                                text=True, timeout=60)
+        assert result.returncode == 0, (argv, result.stderr)
+        assert "usage: maint" in result.stdout
