@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from maint.config import MaintConfig
-from maint.duties import IMPLEMENTED
+from maint.duties import IMPLEMENTED, missing_section_problem
 
 
 def schedule_slug(duty: str) -> str:
@@ -22,7 +22,7 @@ def build_deployments(config: MaintConfig, config_file: Path) -> list:
 
     deployments = []
     for duty in IMPLEMENTED.values():
-        if duty.section and getattr(config, duty.section) is None:
+        if missing_section_problem(duty, config):
             continue  # not configured here: nothing to schedule
         cron = config.schedules.get(duty.name)
         schedules = [Cron(cron, timezone=config.timezone, slug=schedule_slug(duty.name))] if cron else []

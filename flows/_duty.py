@@ -28,10 +28,13 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
-def load_duty_config(path: str | None, duty: str, section: str | None) -> MaintConfig:
+def load_duty_config(path: str | None, duty: str) -> MaintConfig:
+    from maint.duties import IMPLEMENTED, missing_section_problem
+
     config = load_config(config_path(path))
-    if section and getattr(config, section) is None:
-        raise ConfigError([f"{section}: the {duty} duty needs a [{section}] section"])
+    problem = missing_section_problem(IMPLEMENTED[duty], config)
+    if problem:
+        raise ConfigError([problem])
     return config
 
 

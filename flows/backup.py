@@ -123,7 +123,7 @@ def _check_and_subject(exc: MaintError, database: DatabaseConfig, store: BackupS
 def backup(config_path: str | None = None) -> dict:
     """Nightly logical backup: pg_dump of [backup].database into [backup].store, with a manifest
     (sizes, checksums, exact row counts) that verification and the restore test rely on."""
-    config = load_duty_config(config_path, "backup", "backup")
+    config = load_duty_config(config_path, "backup")
     report = start_report("backup")
     database = config.database(config.backup.database)
     store = config.store(config.backup.store)

@@ -7,6 +7,7 @@ Exit codes follow the Nagios plugin convention: 0 ok, 1 warning, 2 critical, 3 c
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import os
 import sys
@@ -45,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
                               description="Run one duty now. Exit 0 ok, 1 warning, 2 critical, 3 could not run.")
     run.add_argument("duty", metavar="DUTY", choices=DUTIES, help="one of: " + ", ".join(DUTIES))
     run.add_argument("--json", action="store_true", help="print the report as JSON")
+    run.add_argument("--store", metavar="NAME", help="only this [[backup_stores]] entry (backup-verification)")
     run.add_argument("--config", metavar="PATH", default=argparse.SUPPRESS, help="configuration file")
 
     serve = commands.add_parser("serve", help="serve every duty's deployment on its schedule (needs PREFECT_API_URL)")
@@ -95,7 +97,7 @@ def _config_check(args) -> int:
 
 
 def _run(args) -> int:
-    from maint.duties import IMPLEMENTED
+    from maint.duties import IMPLEMENTED, missing_section_problem
     from maint.report import Report
 
     duty = IMPLEMENTED.get(args.duty)
@@ -105,11 +107,25 @@ def _run(args) -> int:
         return EXIT_UNKNOWN
     path = config_path(args.config)
     config = load_config(path)  # before any I/O: a bad file never reaches the flow
-    if duty.section and getattr(config, duty.section) is None:
-        raise ConfigError([f"{duty.section}: the {duty.name} duty needs a [{duty.section}] section in {path}"])
+    problem = missing_section_problem(duty, config)
+    if problem:
+        raise ConfigError([f"{path}: {problem}"])
     _prefect_defaults()
     flow = duty.load_flow()
-    state = flow(config_path=str(path.resolve()), return_state=True)
+    parameters = {"config_path": str(path.resolve())}
+    accepted = inspect.signature(flow.fn).parameters
+    for option in ("store",):
+        value = getattr(args, option)
+        if value is None:
+            continue
+        if option not in accepted:
+            print(f"maint: --{option} does not apply to {duty.name}", file=sys.stderr)
+            return EXIT_UNKNOWN
+        parameters[option] = value
+    if "store" in parameters and parameters["store"] not in {s.name for s in config.backup_stores}:
+        known = ", ".join(s.name for s in config.backup_stores) or "none"
+        raise ConfigError([f"--store: no [[backup_stores]] entry named {parameters['store']!r} (known: {known})"])
+    state = flow(**parameters, return_state=True)
     result = state.result(raise_on_failure=False)
     if not (isinstance(result, dict) and "findings" in result):
         print(f"maint {duty.name}: could not run: {redact(str(result))}", file=sys.stderr)

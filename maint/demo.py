@@ -136,7 +136,7 @@ def load_sample_schema(server: ThrowawayPostgres, dbname: str) -> None:
         conn.execute(SAMPLE_SCHEMA)
 
 
-def demo_config(server: ThrowawayPostgres, store_dir: Path) -> str:
+def demo_config(server: ThrowawayPostgres, store_dir: Path, corrupted_dir: Path) -> str:
     return f"""# Written by `maint demo`: a throwaway PostgreSQL and a local backup store.
 timezone = "UTC"
 
@@ -158,13 +158,37 @@ url = "file://{store_dir.resolve()}/"
 database = "demo"
 rpo = "26h"
 
+[[backup_stores]]
+name = "demo-corrupted-copy"      # the demo copies a backup here and flips one byte of it
+url = "file://{corrupted_dir.resolve()}/"
+database = "demo"
+rpo = "26h"
+
 [backup]
 database = "demo"
 store = "demo-dumps"
 
 [schedules]
 backup = "0 1 * * *"
+backup-verification = "0 6 * * *"
 """
+
+
+def corrupt_a_copy(store_dir: Path, corrupted_dir: Path) -> Path:
+    """Copy the newest backup and its manifest, then flip one byte in the middle of the copy."""
+    newest = max(store_dir.glob("*.dump"), key=lambda p: p.stat().st_mtime)
+    for stale in corrupted_dir.iterdir():
+        stale.unlink()
+    copy = corrupted_dir / newest.name
+    shutil.copy2(newest, copy)
+    shutil.copy2(Path(f"{newest}.manifest.json"), Path(f"{copy}.manifest.json"))
+    with open(copy, "r+b") as f:
+        middle = copy.stat().st_size // 2
+        f.seek(middle)
+        byte = f.read(1)
+        f.seek(middle)
+        f.write(bytes([byte[0] ^ 0xFF]))
+    return copy
 
 
 def run_demo(workdir: str) -> int:
@@ -172,32 +196,45 @@ def run_demo(workdir: str) -> int:
 
     started = time.monotonic()
     work = Path(workdir).resolve()
-    store_dir = work / "backups"
+    store_dir, corrupted_dir = work / "backups", work / "corrupted-copy"
     store_dir.mkdir(parents=True, exist_ok=True)
+    corrupted_dir.mkdir(parents=True, exist_ok=True)
     config_file = work / "maint.toml"
     print(f"== maint demo: starting a throwaway PostgreSQL ({shutil.which('postgres') or 'postgres'})", flush=True)
     with ThrowawayPostgres() as server:
         server.create_database("shop")
         load_sample_schema(server, "shop")
         os.environ[DEMO_PASSWORD_ENV] = server.password
-        config_file.write_text(demo_config(server, store_dir))
+        config_file.write_text(demo_config(server, store_dir, corrupted_dir))
         print(f"   PostgreSQL on {server.host}:{server.port}, database 'shop' loaded with a sample schema")
         print(f"   configuration: {config_file}")
         print(f"   backup store:  file://{store_dir}/", flush=True)
-        statuses = []
+
+        def step(title: str, *argv: str) -> int:
+            print(f"\n== {title}", flush=True)
+            return cli_main(["--config", str(config_file), *argv])
+
+        expected_and_got = []
         for attempt in (1, 2):
-            print(f"\n== maint run backup (run {attempt} of 2, through Prefect)", flush=True)
-            status = cli_main(["--config", str(config_file), "run", "backup"])
-            statuses.append(status)
-        print(f"\n== files in {store_dir}:")
-        for path in sorted(store_dir.iterdir()):
-            if not path.name.startswith("."):
+            expected_and_got.append((0, step(f"maint run backup (run {attempt} of 2, through Prefect)", "run", "backup")))
+        expected_and_got.append((0, step("maint run backup-verification --store demo-dumps",
+                                         "run", "backup-verification", "--store", "demo-dumps")))
+        copy = corrupt_a_copy(store_dir, corrupted_dir)
+        print(f"\n== flipped one byte in the middle of a copy: {copy}")
+        expected_and_got.append((2, step("maint run backup-verification --store demo-corrupted-copy "
+                                         "(expected: CRITICAL)", "run", "backup-verification",
+                                         "--store", "demo-corrupted-copy")))
+        print(f"\n== files in {work}:")
+        for path in sorted(work.rglob("*")):
+            if path.is_file() and not path.name.startswith("."):
                 print(f"   {path.stat().st_size:>10}  {path}")
         print("\n== stopping PostgreSQL", flush=True)
     elapsed = time.monotonic() - started
-    worst = max(statuses)
-    print(f"\n== demo finished in {elapsed:.1f}s; worst exit status {worst} (0 ok, 1 warning, 2 critical, 3 could not run)")
-    return worst
+    surprises = [(e, g) for e, g in expected_and_got if e != g]
+    print(f"\n== demo finished in {elapsed:.1f}s: " + (
+        "every duty behaved as expected (the corrupted copy was caught)" if not surprises
+        else f"{len(surprises)} step(s) did not exit as expected: {surprises}"))
+    return 0 if not surprises else max(g for _, g in surprises) or 3
 
 
 if __name__ == "__main__":

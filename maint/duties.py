@@ -11,7 +11,7 @@ from dataclasses import dataclass
 class Duty:
     name: str
     flow_ref: str  # "module:function"
-    section: str | None  # the config section the duty cannot run without
+    section: str | None  # the config section (or list of entries) the duty cannot run without
     summary: str
     tags: tuple[str, ...] = ()
 
@@ -23,4 +23,14 @@ class Duty:
 IMPLEMENTED: dict[str, Duty] = {d.name: d for d in (
     Duty("backup", "flows.backup:backup", "backup",
          "pg_dump of [backup].database streamed into [backup].store, with a manifest", ("backup", "postgres")),
+    Duty("backup-verification", "flows.backup_verification:backup_verification", "backup_stores",
+         "every store's newest backup: present, fresh for the RPO, sane size, intact in one streamed pass",
+         ("backup", "verification")),
 )}
+
+
+def missing_section_problem(duty: Duty, config) -> str | None:
+    """The duty's own section is absent (or an empty list of entries): it cannot run."""
+    if duty.section is None or getattr(config, duty.section):
+        return None
+    return f"{duty.section}: the {duty.name} duty needs [{duty.section}] in the configuration"

@@ -104,13 +104,18 @@ class Report:
         return f"{self.duty}: {self.status.value.upper()} ({parts or 'no findings'})"
 
     def to_text(self) -> str:
-        """The human summary `maint run DUTY` prints: problems first, then what passed."""
+        """The human summary `maint run DUTY` prints: by subject, worst first, hints for problems."""
         lines = [self.summary_line()]
-        ordered = sorted(self.findings, key=lambda f: -f.severity.rank)
-        for f in ordered:
-            lines.append(f"  [{f.severity.value.upper():8}] {f.check} {f.subject}: {f.message}")
-            if f.hint and f.severity is not Severity.OK:
-                lines.append(f"             -> {f.hint}")
+        by_subject: dict[str, list[Finding]] = {}
+        for f in self.findings:
+            by_subject.setdefault(f.subject, []).append(f)
+        ordered = sorted(by_subject.items(), key=lambda item: -Severity.worst(f.severity for f in item[1]).rank)
+        for subject, findings in ordered:
+            lines.append(f"{subject}")
+            for f in sorted(findings, key=lambda f: -f.severity.rank):
+                lines.append(f"  [{f.severity.value.upper():8}] {f.check}: {f.message}")
+                if f.hint and f.severity is not Severity.OK:
+                    lines.append(f"             -> {f.hint}")
         for key, value in self.details.items():
             if isinstance(value, (str, int, float)):
                 lines.append(f"  {key}: {value}")

@@ -58,7 +58,8 @@ class BackupStore(Protocol):
 
     def read_bytes(self, name: str) -> bytes: ...
 
-    def open_reader(self, name: str) -> Iterator[bytes]: ...
+    def open_reader(self, name: str, generation: int | None = None) -> Iterator[bytes]:
+        """Stream an object in chunks; on GCS pinned to `generation` when given."""
 
 
 def open_store(config: BackupStoreConfig, *, chunk_size: int = 8 * 1024 * 1024) -> BackupStore:
@@ -119,7 +120,8 @@ class LocalStore:
         except FileNotFoundError:
             raise StorageError(f"{self.url}{name} does not exist") from None
 
-    def open_reader(self, name: str, chunk_size: int = 1024 * 1024) -> Iterator[bytes]:
+    def open_reader(self, name: str, generation: int | None = None,
+                    chunk_size: int = 1024 * 1024) -> Iterator[bytes]:
         try:
             with open(self._path(name), "rb") as f:
                 while chunk := f.read(chunk_size):
@@ -301,10 +303,13 @@ class GcsStore:
         except _gcs_errors() as exc:
             raise translate_gcs_error(exc, url) from exc
 
-    def open_reader(self, name: str) -> Iterator[bytes]:
-        url = f"{self.url}{name}"
+    def open_reader(self, name: str, generation: int | None = None) -> Iterator[bytes]:
+        url = f"{self.url}{name}" + (f"#{generation}" if generation else "")
+        blob = self.client.bucket(self.bucket_name).blob(self.prefix + name, generation=generation)
         try:
-            with self._blob(name).open("rb", chunk_size=self.chunk_size) as f:
+            # Each ranged read is retried by the client on 429/5xx and resets; the generation
+            # pin means a retry can never splice in bytes of an object replaced meanwhile.
+            with blob.open("rb", chunk_size=self.chunk_size) as f:
                 while chunk := f.read(self.chunk_size):
                     yield chunk
         except _gcs_errors() as exc:

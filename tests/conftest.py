@@ -43,16 +43,29 @@ def pg():
 
 
 @pytest.fixture(scope="session")
-def gcs_emulator():
+def gcs_server():
     from gcp_storage_emulator.server import create_server
 
     port = free_port()
     server = create_server("127.0.0.1", port, in_memory=True)
     server.start()
-    os.environ["STORAGE_EMULATOR_HOST"] = f"http://127.0.0.1:{port}"
-    yield f"http://127.0.0.1:{port}"
+    server.url = f"http://127.0.0.1:{port}"
+    os.environ["STORAGE_EMULATOR_HOST"] = server.url
+    yield server
     server.stop()
     os.environ.pop("STORAGE_EMULATOR_HOST", None)
+
+
+@pytest.fixture(scope="session")
+def gcs_emulator(gcs_server):
+    return gcs_server.url
+
+
+def rot_gcs_object(gcs_server, bucket: str, name: str, data: bytes) -> None:
+    """Replace an object's bytes inside the emulator, leaving its metadata (crc32c, md5, size,
+    generation) as they were: bit rot at rest, which no API call can produce."""
+    storage = gcs_server._storage
+    storage._store.write_bytes(storage._object_path(bucket, name), data)
 
 
 @pytest.fixture
@@ -76,7 +89,8 @@ def db_password(pg, monkeypatch):
 
 
 def write_config(path: Path, pg: ThrowawayPostgres, store_url: str, *, port: int | None = None,
-                 dbname: str = "shop", notify: str = "", extra: str = "", backup_extra: str = "") -> Path:
+                 dbname: str = "shop", notify: str = "", extra: str = "", backup_extra: str = "",
+                 rpo: str = "26h", more_stores: str = "") -> Path:
     path.write_text(f"""
 timezone = "Asia/Taipei"
 
@@ -98,7 +112,8 @@ connect_timeout = "3s"
 name = "prod-dumps"
 url = "{store_url}"
 database = "prod"
-rpo = "26h"
+rpo = "{rpo}"
+{more_stores}
 
 [backup]
 database = "prod"

@@ -16,9 +16,11 @@ def test_one_deployment_per_configured_duty_with_its_schedule(pg, tmp_path, db_p
     config_file = write_config(tmp_path / "maint.toml", pg, f"file://{tmp_path}/")
     config = load_config(config_file)
 
-    [deployment] = build_deployments(config, Path(os.path.relpath(config_file)))
+    deployments = {d.name: d for d in build_deployments(config, Path(os.path.relpath(config_file)))}
 
-    assert deployment.name == "backup"
+    assert set(deployments) == {"backup", "backup-verification"}
+    assert deployments["backup-verification"].schedules == [], "not in [schedules]: manual runs only"
+    deployment = deployments["backup"]
     assert deployment.parameters == {"config_path": str(config_file.resolve())}
     assert {"maint", "backup"} <= set(deployment.tags)
     [schedule] = deployment.schedules
