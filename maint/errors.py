@@ -44,3 +44,11 @@ class DumpError(MaintError):
 
 class NotificationError(MaintError):
     """A notification could not be delivered. Never swallowed: the run fails loudly."""
+
+
+class KubernetesError(MaintError):
+    """The Kubernetes API could not be reached or refused us: names the server and namespace."""
+
+
+class EndpointError(MaintError):
+    """An HTTP endpoint could not be checked at all (bad URL, TLS setup)."""
