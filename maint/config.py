@@ -155,13 +155,15 @@ class SqlCheckConfig(_Section):
     name: Name
     sql: Name
     severity: SeverityName = "warning"
+    timeout: Duration = timedelta(seconds=30)  # statement_timeout for the check
 
 
 class EndpointConfig(_Section):
-    url: Name
+    url: Annotated[str, Field(pattern=r"^https?://[^/\s]+")]
     expect_status: Annotated[int, Field(ge=100, le=599)] = 200
     max_latency: Duration = timedelta(seconds=2)
     timeout: Duration = timedelta(seconds=10)
+    ca_file: str = ""  # PEM bundle to trust instead of the system store
 
 
 class KubernetesConfig(_Section):
@@ -172,6 +174,8 @@ class KubernetesConfig(_Section):
 
 class HealthCheckConfig(_Section):
     databases: list[Name] = []
+    statement_timeout: Duration = timedelta(seconds=5)  # for maint's own monitoring queries
+    lock_timeout: Duration = timedelta(seconds=1)
     long_query: Duration = timedelta(minutes=5)
     idle_in_transaction: Duration = timedelta(minutes=10)
     blocked: Duration = timedelta(minutes=1)

@@ -26,6 +26,9 @@ IMPLEMENTED: dict[str, Duty] = {d.name: d for d in (
     Duty("backup-verification", "flows.backup_verification:backup_verification", "backup_stores",
          "every store's newest backup: present, fresh for the RPO, sane size, intact in one streamed pass",
          ("backup", "verification")),
+    Duty("health-check", "flows.health_check:health_check", "health_check",
+         "the morning checklist: endpoints, databases, data checks and pods, concurrently",
+         ("health", "postgres", "kubernetes")),
 )}
 
 

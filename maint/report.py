@@ -137,6 +137,12 @@ class Report:
         if scalar_details:
             out += ["", "## Details", ""]
             out += [f"- **{k}**: {_md_cell(str(v))}" for k, v in scalar_details.items()]
+        for key, rows in self.details.items():
+            if isinstance(rows, list) and rows and all(isinstance(r, dict) for r in rows):
+                columns = list(rows[0])
+                out += ["", f"## {key[:1].upper()}{key[1:]}", "", "| " + " | ".join(columns) + " |",
+                        "|" + "---|" * len(columns)]
+                out += ["| " + " | ".join(_md_cell(str(r.get(c, ""))) for c in columns) + " |" for r in rows]
         return "\n".join(out) + "\n"
 
     def to_table(self) -> list[dict[str, str]]:

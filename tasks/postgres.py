@@ -13,7 +13,7 @@ import threading
 from collections import deque
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Iterator
 
 import psycopg
@@ -21,6 +21,7 @@ from psycopg import sql
 
 from maint.config import DatabaseConfig, redact, resolve_secret
 from maint.errors import DatabaseError, DatabaseUnavailable, DumpError
+from maint.health import ServerHealth, Session, SqlCheckResult
 
 # SQLSTATEs and libpq messages that mean "try again in a moment", not "you are wrong".
 _UNAVAILABLE_SQLSTATES = {"57P03", "57P01", "57P02", "08006", "08001", "53300"}
@@ -85,20 +86,40 @@ def translate_connect_error(db: DatabaseConfig, exc: psycopg.Error, dbname: str 
     return DatabaseError(f"cannot connect to {describe(db, dbname)}: {reason}")
 
 
+def _is_connection_loss(exc: psycopg.Error) -> bool:
+    """Connection class (08), admin shutdown (57P0x), or no SQLSTATE at all (the socket went away);
+    a lock or statement timeout is the query's failure, not the connection's."""
+    sqlstate = getattr(exc, "sqlstate", None)
+    return sqlstate is None and isinstance(exc, psycopg.OperationalError) or (
+        sqlstate is not None and (sqlstate.startswith("08") or sqlstate in ("57P01", "57P02", "57P03")))
+
+
+def _milliseconds(delta: timedelta) -> int:
+    return max(1, int(delta.total_seconds() * 1000))
+
+
 @contextmanager
 def connect(db: DatabaseConfig, *, dbname: str | None = None, autocommit: bool = False,
-            statement_timeout: str | None = None) -> Iterator[psycopg.Connection]:
+            statement_timeout: timedelta | None = None,
+            lock_timeout: timedelta | None = None) -> Iterator[psycopg.Connection]:
+    """A connection; the timeouts are set at startup, so they bind every statement including the first."""
+    kwargs = connection_kwargs(db, dbname)
+    settings = []
+    if statement_timeout:
+        settings.append(f"-c statement_timeout={_milliseconds(statement_timeout)}")
+    if lock_timeout:
+        settings.append(f"-c lock_timeout={_milliseconds(lock_timeout)}")
+    if settings:
+        kwargs["options"] = " ".join(settings)
     try:
-        conn = psycopg.connect(**connection_kwargs(db, dbname), autocommit=autocommit)
+        conn = psycopg.connect(**kwargs, autocommit=autocommit)
     except psycopg.Error as exc:
         raise translate_connect_error(db, exc, dbname) from None  # libpq text can echo conninfo
     try:
-        if statement_timeout:
-            conn.execute(sql.SQL("SET statement_timeout = {}").format(sql.Literal(statement_timeout)))
         yield conn
-    except psycopg.OperationalError as exc:
-        raise DatabaseUnavailable(f"lost connection to {describe(db, dbname)}: {redact(_libpq_reason(exc))}") from exc
     except psycopg.Error as exc:
+        if _is_connection_loss(exc):
+            raise DatabaseUnavailable(f"lost connection to {describe(db, dbname)}: {redact(_libpq_reason(exc))}") from exc
         raise DatabaseError(f"query failed on {describe(db, dbname)}: {redact(_libpq_reason(exc))}") from exc
     finally:
         conn.close()
@@ -279,3 +300,79 @@ def _widen_pipe(fd: int, size: int = 1024 * 1024) -> None:
         fcntl.fcntl(fd, 1031, size)  # F_SETPIPE_SZ (Linux)
     except OSError:
         pass
+
+
+# --- health ---------------------------------------------------------------------------------------
+# Everything below works for a role with pg_monitor: pg_stat_activity shows every session's
+# query to members of pg_read_all_stats, and the size and age functions need no ownership.
+
+_SETTINGS = """
+SELECT current_setting('server_version'),
+       current_setting('max_connections')::int,
+       current_setting('superuser_reserved_connections')::int
+         + coalesce(current_setting('reserved_connections', true)::int, 0),
+       (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend')::int
+"""
+
+# Client backends only: autovacuum workers, walsenders and other background processes are
+# never "long queries", whatever they are doing.
+_SESSIONS = """
+SELECT pid, usename, application_name, state, now() - query_start, now() - state_change,
+       left(query, 200), pg_blocking_pids(pid)
+FROM pg_stat_activity
+WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()
+"""
+
+_WRAPAROUND = """
+SELECT (SELECT ARRAY[datname, age(datfrozenxid)::text] FROM pg_database ORDER BY age(datfrozenxid) DESC LIMIT 1),
+       (SELECT ARRAY[datname, mxid_age(datminmxid)::text] FROM pg_database ORDER BY mxid_age(datminmxid) DESC LIMIT 1)
+"""
+
+# From pg_class statistics, not pg_total_relation_size(): that takes a lock on each table and
+# would queue behind the very ACCESS EXCLUSIVE lock the health check is there to report.
+_LARGEST_TABLES = """
+SELECT format('%I.%I', n.nspname, c.relname),
+       (c.relpages::bigint
+        + coalesce((SELECT t.relpages FROM pg_class t WHERE t.oid = c.reltoastrelid), 0)
+        + coalesce((SELECT sum(i.relpages) FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid
+                    WHERE x.indrelid = c.oid), 0)) * current_setting('block_size')::bigint
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind IN ('r', 'm') AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+  AND n.nspname NOT LIKE 'pg\\_toast%'
+ORDER BY 2 DESC LIMIT 10
+"""
+
+
+def server_health(db: DatabaseConfig, *, long_query: timedelta, idle_in_transaction: timedelta,
+                  blocked: timedelta, statement_timeout: timedelta, lock_timeout: timedelta) -> ServerHealth:
+    with connect(db, autocommit=True, statement_timeout=statement_timeout, lock_timeout=lock_timeout) as conn:
+        version, max_connections, reserved, clients = conn.execute(_SETTINGS).fetchone()
+        rows = conn.execute(_SESSIONS).fetchall()
+        queries = {row[0]: row[6] or "" for row in rows}
+        long_queries, idle, waiting = [], [], []
+        for pid, user, app, state, running, in_state, query, blockers in rows:
+            if blockers and running and running > blocked:
+                waiting.append(Session(pid, user, app, running, query or "", tuple(blockers),
+                                       tuple(queries.get(b, "(not visible)") for b in blockers)))
+            elif state == "active" and running and running > long_query:
+                long_queries.append(Session(pid, user, app, running, query or ""))
+            if state in ("idle in transaction", "idle in transaction (aborted)") and in_state and in_state > idle_in_transaction:
+                idle.append(Session(pid, user, app, in_state, query or ""))
+        xid, mxid = conn.execute(_WRAPAROUND).fetchone()
+        largest = [(name, size) for name, size in conn.execute(_LARGEST_TABLES).fetchall()]
+    return ServerHealth(server_version=version, max_connections=max_connections, reserved_connections=reserved,
+                        client_connections=clients, long_queries=long_queries, idle_in_transaction=idle,
+                        blocked=waiting, xid_age=(xid[0], int(xid[1])), mxid_age=(mxid[0], int(mxid[1])),
+                        largest_tables=largest)
+
+
+def run_sql_check(db: DatabaseConfig, query: str, timeout: timedelta, first: int = 5) -> SqlCheckResult:
+    """A data check in a READ ONLY transaction: it can look, never change."""
+    with connect(db, statement_timeout=timeout, lock_timeout=min(timeout, timedelta(seconds=5))) as conn:
+        conn.execute("SET TRANSACTION READ ONLY")
+        cursor = conn.execute(query)
+        columns = [c.name for c in cursor.description or []]
+        first_rows = [tuple(r) for r in cursor.fetchmany(first)] if cursor.description else []
+        count = len(first_rows) + sum(1 for _ in cursor) if cursor.description else 0
+        conn.rollback()
+    return SqlCheckResult(row_count=count, columns=columns, first_rows=first_rows)

@@ -1,0 +1,103 @@
+"""Duty `health-check`: the morning checklist, every part at once.
+
+Runbook (all parts concurrently; one part failing to connect is a finding, never a crash of
+the others):
+  - endpoints answer with the expected status, fast enough, with valid TLS;
+  - each database: reachable, connections against the usable maximum, long-running queries,
+    sessions idle in transaction, blocked queries and who blocks them, xid/multixact wraparound
+    age, and the ten largest tables for the record;
+  - SQL data checks (pass when they return no rows), read-only;
+  - Kubernetes pods that are not healthy.
+"""
+
+from __future__ import annotations
+
+from prefect import flow, task
+from prefect.cache_policies import NO_CACHE
+from prefect.tasks import exponential_backoff
+
+from flows._duty import finish_duty, is_transient, load_duty_config, page_run_failure, start_report, utcnow
+from maint.config import DatabaseConfig, EndpointConfig, HealthCheckConfig, KubernetesConfig, SqlCheckConfig
+from maint.durations import format_bytes
+from maint.errors import MaintError
+from maint.health import (EndpointResult, ServerHealth, SqlCheckResult, assess_endpoint, assess_server,
+                          assess_sql_check)
+from maint.report import Finding, Severity
+from tasks import http, postgres
+
+
+@task(name="check-endpoints", cache_policy=NO_CACHE)
+def check_endpoints(endpoints: list[EndpointConfig]) -> list[EndpointResult]:
+    return http.check_endpoints(endpoints)
+
+
+@task(name="check-database", retries=1, retry_delay_seconds=exponential_backoff(1),
+      retry_condition_fn=is_transient, cache_policy=NO_CACHE)
+def check_database(db: DatabaseConfig, hc: HealthCheckConfig) -> ServerHealth:
+    return postgres.server_health(db, long_query=hc.long_query, idle_in_transaction=hc.idle_in_transaction,
+                                  blocked=hc.blocked, statement_timeout=hc.statement_timeout,
+                                  lock_timeout=hc.lock_timeout)
+
+
+@task(name="run-sql-check", cache_policy=NO_CACHE)
+def run_sql_check(check: SqlCheckConfig, db: DatabaseConfig) -> SqlCheckResult:
+    return postgres.run_sql_check(db, check.sql, check.timeout)
+
+
+@task(name="list-pods", retries=1, retry_delay_seconds=exponential_backoff(1), cache_policy=NO_CACHE)
+def list_pods(kube: KubernetesConfig) -> list:
+    from tasks.kubernetes import list_pods as list_pods_in_namespaces
+
+    return list_pods_in_namespaces(kube.namespaces, context=kube.context)
+
+
+@flow(name="health-check", on_failure=[page_run_failure], on_crashed=[page_run_failure])
+def health_check(config_path: str | None = None) -> dict:
+    """The daily morning checklist: endpoints, databases, data checks and pods, all at once."""
+    config = load_duty_config(config_path, "health-check")
+    hc = config.health_check
+    report = start_report("health-check")
+    now = utcnow()
+
+    endpoints = check_endpoints.submit(hc.endpoints)
+    databases = {name: check_database.submit(config.database(name), hc) for name in hc.databases}
+    data_checks = [(check, run_sql_check.submit(check, config.database(check.database))) for check in hc.sql_checks]
+    pods = list_pods.submit(hc.kubernetes) if hc.kubernetes else None
+
+    for endpoint, result in zip(hc.endpoints, endpoints.result()):
+        report.add(assess_endpoint(endpoint.url, endpoint.expect_status, endpoint.max_latency, result))
+
+    for name, future in databases.items():
+        db = config.database(name)
+        try:
+            health = future.result()
+        except MaintError as exc:
+            report.add(Finding("reachable", db.address, Severity.CRITICAL, str(exc),
+                               f"is PostgreSQL up at {db.host}:{db.port}, and may '{db.user}' connect from here?"))
+            continue
+        for finding in assess_server(db.address, health, long_query=hc.long_query,
+                                     idle_in_transaction=hc.idle_in_transaction, blocked=hc.blocked,
+                                     connections_warning=hc.connections_warning,
+                                     connections_critical=hc.connections_critical):
+            report.add(finding)
+        report.details[f"largest tables in {name}"] = [
+            {"table": table, "size": format_bytes(size)} for table, size in health.largest_tables]
+
+    for check, future in data_checks:
+        try:
+            report.add(assess_sql_check(check.name, check.database, check.severity, future.result()))
+        except MaintError as exc:
+            report.add(Finding("sql-check", f"{check.database}: {check.name}", Severity(check.severity),
+                               f"the check could not run: {exc}", "fix the query or its permissions; "
+                               "it runs read-only under a statement_timeout"))
+
+    if pods is not None:
+        from maint.pods import assess_pods
+
+        try:
+            for finding in assess_pods(pods.result(), now, hc.kubernetes.max_restarts):
+                report.add(finding)
+        except MaintError as exc:
+            report.add(Finding("kubernetes", "kubernetes API", Severity.CRITICAL, str(exc),
+                               "check KUBECONFIG / in-cluster credentials and that the API server is reachable"))
+    return finish_duty(report, config)

@@ -1,0 +1,349 @@
+"""health-check: decisions table-driven; endpoints against local HTTP(S) servers; PostgreSQL with
+sessions the test opens itself (sleeping, idle in transaction, blocking, a walsender)."""
+
+from __future__ import annotations
+
+import ssl
+import threading
+import time
+from datetime import timedelta
+
+import psycopg
+import pytest
+import trustme
+from pytest_httpserver import HTTPServer
+from werkzeug import Response
+
+from maint.demo import ThrowawayPostgres, free_port
+from maint.health import (EndpointResult, ServerHealth, Session, SqlCheckResult, assess_connections,
+                          assess_endpoint, assess_sql_check, assess_wraparound)
+from maint.report import Severity
+from tests.conftest import run_json
+
+PASSWORD_ENV = "MAINT_TEST_HEALTH_PASSWORD"
+MONITOR_PASSWORD = "m0nitor-pw-9a7f3c"
+
+
+# --- decisions -----------------------------------------------------------------------------------
+
+def _health(**kw) -> ServerHealth:
+    base = dict(server_version="15.18", max_connections=100, reserved_connections=3, client_connections=10)
+    return ServerHealth(**{**base, **kw})
+
+
+@pytest.mark.parametrize("clients, severity", [(77, Severity.OK), (78, Severity.WARNING), (92, Severity.WARNING),
+                                               (93, Severity.CRITICAL), (97, Severity.CRITICAL)])
+def test_connections_against_usable_connections(clients, severity):
+    finding = assess_connections("db", _health(client_connections=clients), 0.80, 0.95)
+    assert finding.severity is severity and "of 97 usable" in finding.message
+
+
+@pytest.mark.parametrize("xid, mxid, severities", [
+    (1_000_000, 5, (Severity.OK, Severity.OK)),
+    (2**31 // 2, 5, (Severity.WARNING, Severity.OK)),
+    (2**31 * 3 // 4, 2**31 // 2, (Severity.CRITICAL, Severity.WARNING)),
+    (2**31 // 2 - 1, 2**31 * 3 // 4, (Severity.OK, Severity.CRITICAL)),
+])
+def test_wraparound_thresholds(xid, mxid, severities):
+    findings = assess_wraparound("db", _health(xid_age=("app", xid), mxid_age=("app", mxid)))
+    assert tuple(f.severity for f in findings) == severities
+    assert "in database 'app'" in findings[0].message
+
+
+URL = "https://api.example.com/health"
+
+
+@pytest.mark.parametrize("result, severity, words", [
+    (EndpointResult(URL, 200, timedelta(milliseconds=30)), Severity.OK, "answered 200 in 30ms"),
+    (EndpointResult(URL, 200, timedelta(seconds=3)), Severity.WARNING, "max_latency is 2s"),
+    (EndpointResult(URL, 500, timedelta(milliseconds=30)), Severity.CRITICAL, "answered 500 in 30ms, expected 200"),
+    (EndpointResult(URL, None, None, "timeout", "no answer within 10s"), Severity.CRITICAL, "no response"),
+    (EndpointResult(URL, None, None, "connect", "Connection refused"), Severity.CRITICAL, "cannot connect"),
+    (EndpointResult(URL, None, None, "tls", "self-signed certificate"), Severity.CRITICAL, "TLS error"),
+])
+def test_assess_endpoint(result, severity, words):
+    finding = assess_endpoint(URL, 200, timedelta(seconds=2), result)
+    assert finding.severity is severity and words in finding.message
+
+
+def test_sql_check_passes_on_no_rows_and_quotes_the_first_rows_otherwise():
+    assert assess_sql_check("c", "prod", "warning", SqlCheckResult(0, ["id"], [])).severity is Severity.OK
+    failing = assess_sql_check("c", "prod", "critical", SqlCheckResult(12, ["id", "x"], [(1, "a"), (2, None)]))
+    assert failing.severity is Severity.CRITICAL and "12 row(s)" in failing.message
+    assert "id=1, x='a'; id=2, x=None" in failing.message and failing.subject == "prod: c"
+
+
+def test_session_description_names_the_blocker():
+    s = Session(42, "app", "web", timedelta(seconds=90), "UPDATE t SET x = 1", (7,), ("LOCK TABLE t",))
+    assert s.describe() == "pid 42 (app, web) for 1m30s: UPDATE t SET x = 1, blocked by pid 7: LOCK TABLE t"
+
+
+# --- endpoints against real servers --------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def ca():
+    return trustme.CA()
+
+
+@pytest.fixture(scope="module")
+def tls_server(ca):
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ca.issue_cert("127.0.0.1", "localhost").configure_cert(context)
+    server = HTTPServer(host="127.0.0.1", port=0, ssl_context=context)
+    server.expect_request("/health").respond_with_data("ok")
+    server.start()
+    yield server
+    server.clear()
+    if server.is_running():
+        server.stop()
+
+
+def _slow(seconds: float):
+    def handler(request):
+        time.sleep(seconds)
+        return Response("slow but fine")
+    return handler
+
+
+def _endpoints_toml(entries: list[tuple[str, str]]) -> str:
+    return "".join(f"\n[[health_check.endpoints]]\nurl = \"{url}\"\n{extra}\n" for url, extra in entries)
+
+
+def _config(tmp_path, body: str):
+    path = tmp_path / "maint.toml"
+    path.write_text(body)
+    return path
+
+
+def _findings(report: dict) -> dict[tuple[str, str], dict]:
+    return {(f["check"], f["subject"]): f for f in report["findings"]}
+
+
+def test_endpoints_fast_slow_500_closed_timeout_and_tls(tmp_path, capsys, httpserver, tls_server, ca):
+    httpserver.expect_request("/fast").respond_with_data("ok")
+    httpserver.expect_request("/slow").respond_with_handler(_slow(0.6))
+    httpserver.expect_request("/hang").respond_with_handler(_slow(3))
+    httpserver.expect_request("/broken").respond_with_data("boom", status=500)
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    closed = f"http://127.0.0.1:{free_port()}/health"
+    tls_url = f"https://localhost:{tls_server.port}/health"
+    entries = [(httpserver.url_for("/fast"), 'max_latency = "500ms"'),
+               (httpserver.url_for("/slow"), 'max_latency = "300ms"'),
+               (httpserver.url_for("/hang"), 'timeout = "1s"'),
+               (httpserver.url_for("/broken"), ""),
+               (closed, ""),
+               (tls_url, f'ca_file = "{ca_file}"'),
+               (tls_url.replace("localhost", "127.0.0.1") + "?untrusted", "")]
+    config = _config(tmp_path, "[health_check]\n" + _endpoints_toml(entries))
+
+    started = time.monotonic()
+    code, report = run_json(capsys, config, "health-check")
+    found = _findings(report)
+
+    assert code == 2
+    assert found[("endpoint", entries[0][0])]["severity"] == "ok"
+    assert found[("endpoint", entries[1][0])]["severity"] == "warning"
+    assert "max_latency is 300ms" in found[("endpoint", entries[1][0])]["message"]
+    assert found[("endpoint", entries[2][0])]["severity"] == "critical"
+    assert "no answer within 1s" in found[("endpoint", entries[2][0])]["message"]
+    assert "answered 500" in found[("endpoint", entries[3][0])]["message"]
+    assert "cannot connect" in found[("endpoint", closed)]["message"]
+    assert found[("endpoint", tls_url)]["severity"] == "ok", found[("endpoint", tls_url)]
+    untrusted = found[("endpoint", entries[6][0])]
+    assert untrusted["severity"] == "critical" and untrusted["message"].startswith("TLS error")
+    assert "certificate" in untrusted["message"].lower()
+    # Concurrent: the 3 s hang was cut at 1 s and did not hold the others up.
+    assert time.monotonic() - started < 20
+
+
+# --- PostgreSQL with real sessions ---------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def small_pg():
+    """Its own server: max_connections low enough that the test can fill it."""
+    with ThrowawayPostgres(settings={"max_connections": "12", "superuser_reserved_connections": "2"}) as server:
+        with server.connect(autocommit=True) as conn:
+            conn.execute(f"CREATE ROLE maint_monitor LOGIN PASSWORD '{MONITOR_PASSWORD}' IN ROLE pg_monitor")
+            conn.execute("CREATE ROLE app LOGIN PASSWORD 'app-pw'")
+            conn.execute("CREATE DATABASE app OWNER app")
+        with server.connect("app") as conn:
+            conn.execute("CREATE TABLE accounts (id int PRIMARY KEY, balance int)")
+            conn.execute("INSERT INTO accounts SELECT g, 100 FROM generate_series(1, 1000) g")
+            conn.execute("CREATE TABLE orders (id int, delivery_date date)")
+            conn.execute("INSERT INTO orders VALUES (1, NULL), (2, '2026-01-01'), (3, NULL)")
+            conn.execute("ALTER TABLE accounts OWNER TO app; ALTER TABLE orders OWNER TO app")
+        yield server
+
+
+def _db_config(server: ThrowawayPostgres, *, extra_health: str = "", more: str = "", port: int | None = None) -> str:
+    return f"""
+[[databases]]
+name = "prod"
+host = "{server.host}"
+port = {port or server.port}
+dbname = "app"
+user = "maint_monitor"
+password_env = "{PASSWORD_ENV}"
+sslmode = "disable"
+connect_timeout = "2s"
+{more}
+
+[health_check]
+databases = ["prod"]
+long_query = "1s"
+idle_in_transaction = "1s"
+blocked = "1s"
+connections_warning = 0.80
+connections_critical = 0.95
+{extra_health}
+"""
+
+
+def _app_connection(server: ThrowawayPostgres, application_name: str, **kw) -> psycopg.Connection:
+    return psycopg.connect(host=server.host, port=server.port, dbname="app", user="app", password="app-pw",
+                           application_name=application_name, **kw)
+
+
+def test_sessions_seen_as_pg_monitor_role(small_pg, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv(PASSWORD_ENV, MONITOR_PASSWORD)
+    sleeper = _app_connection(small_pg, "nightly-report", autocommit=True)
+    idler = _app_connection(small_pg, "leaky-worker")
+    holder = _app_connection(small_pg, "migration")
+    waiter = _app_connection(small_pg, "checkout", autocommit=True)
+    walsender = psycopg.connect(host=small_pg.host, port=small_pg.port, dbname="app", user=small_pg.superuser,
+                                password=small_pg.password, application_name="replica", replication="database",
+                                autocommit=True)
+    threads = [threading.Thread(target=sleeper.execute, args=("SELECT pg_sleep(30) /* the report */",), daemon=True),
+               threading.Thread(target=walsender.execute, args=("SELECT pg_sleep(30) /* walsender */",), daemon=True)]
+    try:
+        idler.execute("SELECT count(*) FROM orders")  # opens a transaction and leaves it open
+        holder.execute("LOCK TABLE accounts IN ACCESS EXCLUSIVE MODE")
+        threads.append(threading.Thread(target=_swallow, args=(waiter, "UPDATE accounts SET balance = 0 WHERE id = 1"),
+                                        daemon=True))
+        for t in threads:
+            t.start()
+        time.sleep(2.0)  # every session is now past the 1 s thresholds
+        config = _config(tmp_path, _db_config(small_pg))
+
+        code, report = run_json(capsys, config, "health-check")
+    finally:
+        for conn in (sleeper, idler, holder, waiter, walsender):
+            conn.cancel_safe()
+            conn.close()
+
+    subject = f"127.0.0.1:{small_pg.port}/app"
+    found = _findings(report)
+    long_queries = found[("long-queries", subject)]
+    assert long_queries["severity"] == "warning"
+    assert "nightly-report" in long_queries["message"] and "pg_sleep(30) /* the report */" in long_queries["message"]
+    assert "(app, nightly-report)" in long_queries["message"]
+    assert "walsender" not in long_queries["message"], "walsenders are never long queries"
+    assert "1 queries running" in long_queries["message"]
+    idle = found[("idle-in-transaction", subject)]
+    assert idle["severity"] == "warning" and "leaky-worker" in idle["message"] and "migration" in idle["message"]
+    blocked = found[("blocked-queries", subject)]
+    assert blocked["severity"] == "critical" and "checkout" in blocked["message"]
+    assert "UPDATE accounts SET balance = 0" in blocked["message"]
+    assert "blocked by pid" in blocked["message"] and "LOCK TABLE accounts" in blocked["message"]
+    assert found[("reachable", subject)]["message"].startswith("PostgreSQL 15")
+    assert found[("xid-wraparound", subject)]["severity"] == "ok"
+    assert any(row["table"] == "public.accounts" for row in report["details"]["largest tables in prod"])
+    assert code == 2
+
+
+def _swallow(conn, query):
+    try:
+        conn.execute(query)
+    except psycopg.Error:
+        pass
+
+
+def test_connections_near_the_limit(small_pg, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv(PASSWORD_ENV, MONITOR_PASSWORD)
+    held = [_app_connection(small_pg, f"pool-{i}") for i in range(7)]  # 7 + maint's own = 8 of 10 usable
+    try:
+        code, report = run_json(capsys, _config(tmp_path, _db_config(small_pg)), "health-check")
+    finally:
+        for conn in held:
+            conn.close()
+    finding = _findings(report)[("connections", f"127.0.0.1:{small_pg.port}/app")]
+    assert finding["severity"] == "warning", finding
+    assert "8 client connections of 10 usable (max_connections 12 minus 2 reserved): 80%" == finding["message"]
+
+
+def test_quiet_database_is_ok(small_pg, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv(PASSWORD_ENV, MONITOR_PASSWORD)
+    code, report = run_json(capsys, _config(tmp_path, _db_config(small_pg)), "health-check")
+    assert code == 0, report["findings"]
+    assert {f["check"] for f in report["findings"]} == {"reachable", "connections", "long-queries",
+                                                        "idle-in-transaction", "blocked-queries",
+                                                        "xid-wraparound", "mxid-wraparound"}
+
+
+def test_unreachable_database_is_a_finding_and_the_others_still_run(small_pg, tmp_path, capsys, monkeypatch, httpserver):
+    monkeypatch.setenv(PASSWORD_ENV, MONITOR_PASSWORD)
+    httpserver.expect_request("/fast").respond_with_data("ok")
+    dead = free_port()
+    body = _db_config(small_pg, more=f"""
+[[databases]]
+name = "down"
+host = "127.0.0.1"
+port = {dead}
+dbname = "app"
+user = "maint_monitor"
+password_env = "{PASSWORD_ENV}"
+connect_timeout = "2s"
+""").replace('databases = ["prod"]', 'databases = ["prod", "down"]') + _endpoints_toml([(httpserver.url_for("/fast"), "")])
+
+    code, report = run_json(capsys, _config(tmp_path, body), "health-check")
+
+    found = _findings(report)
+    down = found[("reachable", f"127.0.0.1:{dead}/app")]
+    assert code == 2 and down["severity"] == "critical"
+    assert f"127.0.0.1:{dead}/app" in down["message"] and MONITOR_PASSWORD not in str(report)
+    assert found[("reachable", f"127.0.0.1:{small_pg.port}/app")]["severity"] == "ok"
+    assert found[("endpoint", httpserver.url_for("/fast"))]["severity"] == "ok"
+
+
+def test_sql_data_checks(small_pg, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv(PASSWORD_ENV, MONITOR_PASSWORD)
+    checks = """
+[[health_check.sql_checks]]
+database = "prod"
+name = "orders without a delivery date"
+sql = "SELECT id FROM orders WHERE delivery_date IS NULL ORDER BY id"
+severity = "warning"
+
+[[health_check.sql_checks]]
+database = "prod"
+name = "negative balances"
+sql = "SELECT id FROM accounts WHERE balance < 0"
+severity = "critical"
+
+[[health_check.sql_checks]]
+database = "prod"
+name = "a check that writes"
+sql = "INSERT INTO orders VALUES (99, NULL) RETURNING id"
+severity = "critical"
+
+[[health_check.sql_checks]]
+database = "prod"
+name = "a slow check"
+sql = "SELECT 1 FROM pg_sleep(5)"
+timeout = "500ms"
+"""
+    with small_pg.connect("app", autocommit=True) as conn:
+        conn.execute("GRANT SELECT, INSERT ON orders, accounts TO maint_monitor")
+    code, report = run_json(capsys, _config(tmp_path, _db_config(small_pg, extra_health=checks)), "health-check")
+
+    found = _findings(report)
+    nulls = found[("sql-check", "prod: orders without a delivery date")]
+    assert nulls["severity"] == "warning" and "2 row(s) returned; first: id=1; id=3" in nulls["message"]
+    assert found[("sql-check", "prod: negative balances")]["severity"] == "ok"
+    writer = found[("sql-check", "prod: a check that writes")]
+    assert writer["severity"] == "critical" and "read-only transaction" in writer["message"]
+    slow = found[("sql-check", "prod: a slow check")]
+    assert slow["severity"] == "warning" and "statement timeout" in slow["message"]
+    with small_pg.connect("app") as conn:
+        assert conn.execute("SELECT count(*) FROM orders WHERE id = 99").fetchone()[0] == 0
