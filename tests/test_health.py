@@ -214,8 +214,8 @@ def test_sessions_seen_as_pg_monitor_role(small_pg, tmp_path, capsys, monkeypatc
     walsender = psycopg.connect(host=small_pg.host, port=small_pg.port, dbname="app", user=small_pg.superuser,
                                 password=small_pg.password, application_name="replica", replication="database",
                                 autocommit=True)
-    threads = [threading.Thread(target=sleeper.execute, args=("SELECT pg_sleep(30) /* the report */",), daemon=True),
-               threading.Thread(target=walsender.execute, args=("SELECT pg_sleep(30) /* walsender */",), daemon=True)]
+    threads = [threading.Thread(target=_swallow, args=(sleeper, "SELECT pg_sleep(30) /* the report */"), daemon=True),
+               threading.Thread(target=_swallow, args=(walsender, "SELECT pg_sleep(30) /* walsender */"), daemon=True)]
     try:
         idler.execute("SELECT count(*) FROM orders")  # opens a transaction and leaves it open
         holder.execute("LOCK TABLE accounts IN ACCESS EXCLUSIVE MODE")
