@@ -136,7 +136,7 @@ def load_sample_schema(server: ThrowawayPostgres, dbname: str) -> None:
         conn.execute(SAMPLE_SCHEMA)
 
 
-def demo_config(server: ThrowawayPostgres, store_dir: Path, corrupted_dir: Path) -> str:
+def demo_config(server: ThrowawayPostgres, store_dir: Path, corrupted_dir: Path, endpoint_url: str) -> str:
     return f"""# Written by `maint demo`: a throwaway PostgreSQL and a local backup store.
 timezone = "UTC"
 
@@ -168,10 +168,59 @@ rpo = "26h"
 database = "demo"
 store = "demo-dumps"
 
+[health_check]
+databases = ["demo"]
+long_query = "5m"
+idle_in_transaction = "10m"
+blocked = "1m"
+
+[[health_check.endpoints]]
+url = "{endpoint_url}"
+expect_status = 200
+max_latency = "500ms"
+
+[[health_check.sql_checks]]
+database = "demo"
+name = "orders without a delivery date"
+sql = "SELECT id, placed_at FROM orders WHERE delivery_date IS NULL ORDER BY id"
+severity = "warning"
+
 [schedules]
 backup = "0 1 * * *"
 backup-verification = "0 6 * * *"
+health-check = "0 8 * * *"
 """
+
+
+class _HealthEndpoint:
+    def __init__(self):
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        import threading
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):
+                body = b'{"status": "ok"}'
+                self.send_response(200 if self.path == "/api/v1/health" else 404)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/api/v1/health"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def shutdown(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def start_health_endpoint() -> _HealthEndpoint:
+    """A local stand-in for the application's health endpoint."""
+    return _HealthEndpoint()
 
 
 def corrupt_a_copy(store_dir: Path, corrupted_dir: Path) -> Path:
@@ -205,7 +254,8 @@ def run_demo(workdir: str) -> int:
         server.create_database("shop")
         load_sample_schema(server, "shop")
         os.environ[DEMO_PASSWORD_ENV] = server.password
-        config_file.write_text(demo_config(server, store_dir, corrupted_dir))
+        endpoint = start_health_endpoint()
+        config_file.write_text(demo_config(server, store_dir, corrupted_dir, endpoint.url))
         print(f"   PostgreSQL on {server.host}:{server.port}, database 'shop' loaded with a sample schema")
         print(f"   configuration: {config_file}")
         print(f"   backup store:  file://{store_dir}/", flush=True)
@@ -224,6 +274,9 @@ def run_demo(workdir: str) -> int:
         expected_and_got.append((2, step("maint run backup-verification --store demo-corrupted-copy "
                                          "(expected: CRITICAL)", "run", "backup-verification",
                                          "--store", "demo-corrupted-copy")))
+        expected_and_got.append((1, step("maint run health-check (expected: WARNING, the sample data has orders "
+                                         "without a delivery date)", "run", "health-check")))
+        endpoint.shutdown()
         print(f"\n== files in {work}:")
         for path in sorted(work.rglob("*")):
             if path.is_file() and not path.name.startswith("."):

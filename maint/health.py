@@ -176,7 +176,17 @@ def assess_sql_check(name: str, database: str, severity: str, result: SqlCheckRe
     subject = f"{database}: {name}"
     if result.row_count == 0:
         return Finding("sql-check", subject, Severity.OK, "no rows: passes")
-    rows = "; ".join(", ".join(f"{c}={v!r}" for c, v in zip(result.columns, row)) for row in result.first_rows)
+    rows = "; ".join(", ".join(f"{c}={_sql_value(v)}" for c, v in zip(result.columns, row)) for row in result.first_rows)
     return Finding("sql-check", subject, Severity(severity),
                    f"{result.row_count} row(s) returned; first: {rows}",
                    "the query returns the offending rows: run it to see them all and fix the data or the code")
+
+
+def _sql_value(value) -> str:
+    if value is None:
+        return "NULL"
+    if isinstance(value, str):
+        return repr(value)
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    return str(value)

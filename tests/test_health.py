@@ -70,7 +70,7 @@ def test_sql_check_passes_on_no_rows_and_quotes_the_first_rows_otherwise():
     assert assess_sql_check("c", "prod", "warning", SqlCheckResult(0, ["id"], [])).severity is Severity.OK
     failing = assess_sql_check("c", "prod", "critical", SqlCheckResult(12, ["id", "x"], [(1, "a"), (2, None)]))
     assert failing.severity is Severity.CRITICAL and "12 row(s)" in failing.message
-    assert "id=1, x='a'; id=2, x=None" in failing.message and failing.subject == "prod: c"
+    assert "id=1, x='a'; id=2, x=NULL" in failing.message and failing.subject == "prod: c"
 
 
 def test_session_description_names_the_blocker():
