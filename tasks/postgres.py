@@ -194,11 +194,27 @@ def client_version(program: str) -> str:
     return out.stdout.strip()
 
 
-class DumpProcess:
-    """pg_dump writing a custom-format archive to a pipe that the caller reads in chunks.
+class StderrTail:
+    """Drains a child's stderr in a thread (a chatty child never blocks on a full pipe) and keeps
+    only its last lines, so memory stays flat however long the child runs."""
 
-    stderr is drained by a thread (so a chatty pg_dump never blocks on a full pipe) and only its
-    tail is kept, so memory stays flat whatever the dump's size."""
+    def __init__(self, stream, lines: int):
+        self._lines: deque[str] = deque(maxlen=lines)
+        self._thread = threading.Thread(target=self._drain, args=(stream,), daemon=True)
+        self._thread.start()
+
+    def _drain(self, stream) -> None:
+        for line in iter(stream.readline, b""):
+            self._lines.append(line.decode(errors="replace").rstrip())
+
+    def text(self) -> str:
+        """The kept lines, once the child has exited."""
+        self._thread.join(timeout=5)
+        return "; ".join(line for line in self._lines if line)
+
+
+class DumpProcess:
+    """pg_dump writing a custom-format archive to a pipe that the caller reads in chunks."""
 
     def __init__(self, db: DatabaseConfig, *, snapshot_id: str | None, compress: int, program: str = "pg_dump"):
         self.db = db
@@ -210,13 +226,7 @@ class DumpProcess:
                                             env=client_environment(db), bufsize=0)
         except FileNotFoundError:
             raise DumpError(f"{program} not found on PATH: install the PostgreSQL client programs") from None
-        self._stderr_tail: deque[str] = deque(maxlen=20)
-        self._stderr_thread = threading.Thread(target=self._drain_stderr, daemon=True)
-        self._stderr_thread.start()
-
-    def _drain_stderr(self) -> None:
-        for line in iter(self.process.stderr.readline, b""):
-            self._stderr_tail.append(line.decode(errors="replace").rstrip())
+        self._stderr = StderrTail(self.process.stderr, lines=20)
 
     @property
     def pid(self) -> int:
@@ -229,10 +239,9 @@ class DumpProcess:
     def finish(self) -> None:
         """Wait for pg_dump; raise DumpError with its own words if it failed or was killed."""
         returncode = self.process.wait()
-        self._stderr_thread.join(timeout=5)
         if returncode != 0:
             how = f"was killed by signal {-returncode}" if returncode < 0 else f"exited with status {returncode}"
-            detail = "; ".join(line for line in self._stderr_tail if line) or "no message"
+            detail = self._stderr.text() or "no message"
             raise DumpError(f"pg_dump of {describe(self.db)} {how}: {redact(detail)}")
 
     def kill(self) -> None:
@@ -255,14 +264,8 @@ class ArchiveReader:
         except FileNotFoundError:
             raise DumpError(f"{program} not found on PATH: install the PostgreSQL client programs") from None
         _widen_pipe(self.process.stdin.fileno())
-        self._stderr_tail: deque[str] = deque(maxlen=10)
-        self._stderr_thread = threading.Thread(target=self._drain_stderr, daemon=True)
-        self._stderr_thread.start()
+        self._stderr = StderrTail(self.process.stderr, lines=10)
         self._closed_early = False
-
-    def _drain_stderr(self) -> None:
-        for line in iter(self.process.stderr.readline, b""):
-            self._stderr_tail.append(line.decode(errors="replace").rstrip())
 
     def feed(self, chunk: bytes) -> None:
         if self._closed_early:
@@ -278,8 +281,7 @@ class ArchiveReader:
         except BrokenPipeError:
             pass
         returncode = self.process.wait()
-        self._stderr_thread.join(timeout=5)
-        detail = "; ".join(line.removeprefix("pg_restore: ") for line in self._stderr_tail if line)
+        detail = self._stderr.text().replace("pg_restore: ", "")
         if returncode != 0:
             return False, f"pg_restore failed: {detail or f'exit status {returncode}'}"
         if self._closed_early:
