@@ -95,8 +95,10 @@ def health_check(config_path: str | None = None) -> dict:
         from maint.pods import assess_pods
 
         try:
-            for finding in assess_pods(pods.result(), now, hc.kubernetes.max_restarts):
+            for finding in assess_pods(pods.result(), now, hc.kubernetes.max_restarts,
+                                       namespaces=hc.kubernetes.namespaces):
                 report.add(finding)
+            report.exhaustive_checks.add("pods")  # every pod was seen: unflagged ones are fine
         except MaintError as exc:
             report.add(Finding("kubernetes", "kubernetes API", Severity.CRITICAL, str(exc),
                                "check KUBECONFIG / in-cluster credentials and that the API server is reachable"))

@@ -61,6 +61,8 @@ class Report:
     findings: list[Finding] = field(default_factory=list)
     # Duty-specific facts (object names, sizes, timings) that belong in --json and the artifact.
     details: dict[str, Any] = field(default_factory=dict)
+    # Checks evaluated in full that list only what is wrong: their absent subjects are fine now.
+    exhaustive_checks: set[str] = field(default_factory=set)
 
     def add(self, finding: Finding) -> Finding:
         finding = Finding(finding.check, finding.subject, finding.severity,
@@ -83,6 +85,7 @@ class Report:
             "finished_at": self.finished_at.isoformat() if self.finished_at else None,
             "findings": [f.to_dict() for f in self.findings],
             "details": self.details,
+            "exhaustive_checks": sorted(self.exhaustive_checks),
         }
 
     @classmethod
@@ -93,6 +96,7 @@ class Report:
             finished_at=datetime.fromisoformat(data["finished_at"]) if data.get("finished_at") else None,
             findings=[Finding.from_dict(f) for f in data["findings"]],
             details=data.get("details", {}),
+            exhaustive_checks=set(data.get("exhaustive_checks", [])),
         )
 
     def counts(self) -> dict[Severity, int]:

@@ -126,7 +126,7 @@ def notify_report(report: Report, config: NotifyConfig, flow_run_url: str | None
     # A run that got this far completed: it resolves a page left by an earlier failed run.
     run_completed = Finding(RUN_FAILED_CHECK, report.duty, Severity.OK, "run completed")
     plan = plan_pages(report.duty, [*report.findings, run_completed], load_open_pages(report.duty),
-                      config.page_on)
+                      config.page_on, frozenset(report.exhaustive_checks))
     for key, finding in plan.triggers:
         notifier.pagerduty("trigger", key, summary=f"maint {report.duty}: {finding.check} {finding.subject}: {finding.message}",
                            severity=finding.severity.value, component=finding.subject, group=report.duty,

@@ -347,3 +347,63 @@ timeout = "500ms"
     assert slow["severity"] == "warning" and "statement timeout" in slow["message"]
     with small_pg.connect("app") as conn:
         assert conn.execute("SELECT count(*) FROM orders WHERE id = 99").fetchone()[0] == 0
+
+
+# --- Kubernetes through the flow: the real client against a local API server ------------------
+
+from tests.k8s_server import KubeApiServer, pods_in_every_state, write_kubeconfig  # noqa: E402
+from tests.test_notify import PD_ENV, SLACK_ENV, _bodies, receivers  # noqa: E402,F401
+
+KUBE_TOKEN = "kube-t0ken-not-for-logs"
+
+
+def _kube_config(tmp_path, notify: str) -> str:
+    return f"""
+[notify]
+page_on = ["critical"]
+{notify}
+
+[health_check]
+
+[health_check.kubernetes]
+namespaces = ["shop"]
+max_restarts = 5
+"""
+
+
+def test_pods_page_and_the_page_resolves_when_the_pod_is_gone(tmp_path, capsys, monkeypatch, receivers):
+    httpserver, slack_path, notify = receivers
+    states = pods_in_every_state("shop")
+    healthy, crashing = states["running-ready"], states["crash-loop"]
+    config = _config(tmp_path, _kube_config(tmp_path, notify))
+
+    with KubeApiServer({"shop": [healthy, crashing]}, token=KUBE_TOKEN) as api:
+        monkeypatch.setenv("KUBECONFIG", str(write_kubeconfig(tmp_path / "kubeconfig", {"prod": (api.url, KUBE_TOKEN)})))
+        code, report = run_json(capsys, config, "health-check")
+    found = _findings(report)
+    crash_subject = f"shop/{crashing['metadata']['name']}"
+    assert code == 2 and found[("pods", crash_subject)]["severity"] == "critical"
+    assert "CrashLoopBackOff" in found[("pods", crash_subject)]["message"]
+    assert found[("pods", "namespace shop")]["message"] == "2 pods, 1 flagged"
+    [trigger] = [e for e in _bodies(httpserver, "/v2/enqueue") if e["event_action"] == "trigger"]
+    assert trigger["payload"]["component"] == crash_subject
+    assert KUBE_TOKEN not in str(report) and all(KUBE_TOKEN not in r.get_data(as_text=True) for r, _ in httpserver.log)
+
+    httpserver.clear_log()
+    with KubeApiServer({"shop": [healthy]}, token=KUBE_TOKEN) as api:  # the controller replaced the pod
+        monkeypatch.setenv("KUBECONFIG", str(write_kubeconfig(tmp_path / "kubeconfig", {"prod": (api.url, KUBE_TOKEN)})))
+        code, report = run_json(capsys, config, "health-check")
+    assert code == 0, report["findings"]
+    events = _bodies(httpserver, "/v2/enqueue")
+    assert [(e["event_action"], e["dedup_key"]) for e in events] == [("resolve", trigger["dedup_key"])]
+
+
+def test_unreachable_kubernetes_api_is_one_critical_finding(tmp_path, capsys, monkeypatch):
+    dead = free_port()
+    monkeypatch.setenv("KUBECONFIG", str(write_kubeconfig(tmp_path / "kubeconfig",
+                                                          {"prod": (f"http://127.0.0.1:{dead}", KUBE_TOKEN)})))
+    code, report = run_json(capsys, _config(tmp_path, _kube_config(tmp_path, "")), "health-check")
+    assert code == 2
+    [finding] = report["findings"]
+    assert finding["check"] == "kubernetes" and finding["severity"] == "critical"
+    assert f"127.0.0.1:{dead}" in finding["message"] and KUBE_TOKEN not in finding["message"]

@@ -21,7 +21,7 @@ def key(check: str = "backup.age", subject: str = "prod-dumps", duty: str = "bac
 def test_dedup_key_is_stable():
     assert dedup_key("backup", "backup.age", "prod-dumps") == dedup_key("backup", "backup.age", "prod-dumps")
     # pinned: a key that changed between releases would leave old incidents open forever
-    assert dedup_key("backup", "backup.age", "prod") == "maint-backup-493f5a4fc134ba9c1dbe"
+    assert dedup_key("backup", "backup.age", "prod") == "maint-backup-backup.age-493f5a4fc134ba9c1dbe"
 
 
 @pytest.mark.parametrize("other", [
@@ -46,7 +46,7 @@ def test_dedup_key_shape(duty, check, subject):
     assert k.startswith("maint-")
     assert len(k) < 255
     assert subject not in k
-    assert check not in k
+    assert k.startswith(f"maint-{duty}-{check}-")
 
 
 # --- plan_pages ----------------------------------------------------------------------------------
@@ -109,3 +109,21 @@ def test_mixed_run():
     assert plan.triggers == [(key(), age)]
     assert plan.resolves == [(key(check="backup.size"), size)]
     assert plan.still_open == sorted([key(), stale])
+
+
+def test_exhaustive_check_resolves_open_pages_whose_subject_is_gone():
+    """Pods: only bad pods are reported. A pod paged yesterday and absent today is fine (or gone)."""
+    yesterday = dedup_key("health-check", "pods", "shop/web-1")
+    still_bad = dedup_key("health-check", "pods", "shop/web-2")
+    other_check = dedup_key("health-check", "endpoint", "https://x/health")
+    bad = Finding("pods", "shop/web-2", CRITICAL, "CrashLoopBackOff")
+    plan = plan_pages("health-check", [bad], [yesterday, still_bad, other_check], ["critical"],
+                      frozenset({"pods"}))
+    assert plan.resolves == [(yesterday, None)]
+    assert plan.still_open == sorted([still_bad, other_check])
+
+
+def test_without_exhaustive_checks_absent_subjects_stay_open():
+    yesterday = dedup_key("health-check", "pods", "shop/web-1")
+    plan = plan_pages("health-check", [], [yesterday], ["critical"])
+    assert plan.resolves == [] and plan.still_open == [yesterday]

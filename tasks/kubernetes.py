@@ -1,0 +1,195 @@
+"""Kubernetes: list the pods of some namespaces with the official client, as `PodInfo`.
+
+Configuration is found the way kubectl finds it: `$KUBECONFIG` (read at call time, a
+colon-separated list), else `~/.kube/config`, else the pod's service account when running in a
+cluster (`KUBERNETES_SERVICE_HOST`). An explicit `context` always means a kubeconfig. Every call
+builds its own `Configuration` and `ApiClient`: the client's process-wide default is never read
+or set, so two clusters (or two test servers) never share credentials.
+
+Speed: a list is fetched raw (`_preload_content=False`), in pages of `PAGE_SIZE` like kubectl,
+and parsed with `json` into plain dicts; deserialising 1,000 pods into the client's model
+objects is much slower and yields SDK objects maint does not want.
+
+Every failure becomes `KubernetesError` naming the API server and the namespace, never a token.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import urllib3
+from kubernetes import client as k8s
+from kubernetes.config import ConfigException, load_incluster_config, load_kube_config
+
+from maint.errors import KubernetesError
+from maint.pods import PodInfo, pod_info_from_json
+
+PAGE_SIZE = 500  # kubectl's --chunk-size
+# Connection failures are retried twice at once (a load balancer blip); a request that was sent
+# is not retried, so a call takes at most about `timeout_seconds` per page. The flow's task
+# retries the whole listing.
+_RETRIES = urllib3.Retry(total=2, connect=2, read=0, status=0, redirect=0, other=0, backoff_factor=0.2)
+
+
+def _kubeconfig_paths() -> list[Path]:
+    env = os.environ.get("KUBECONFIG")
+    if env:
+        return [Path(p).expanduser() for p in env.split(os.pathsep) if p]
+    return [Path("~/.kube/config").expanduser()]
+
+
+def load_configuration(context: str | None = None) -> k8s.Configuration:
+    """A fresh client Configuration from the usual places; KubernetesError when there is none."""
+    configuration = k8s.Configuration()
+    paths = _kubeconfig_paths()
+    existing = [p for p in paths if p.is_file()]
+    in_cluster = bool(os.environ.get("KUBERNETES_SERVICE_HOST"))
+    try:
+        if existing or context is not None or not in_cluster:
+            if not existing:
+                where = "$KUBECONFIG" if os.environ.get("KUBECONFIG") else "~/.kube/config"
+                raise KubernetesError(
+                    f"no Kubernetes configuration: {where} ({', '.join(map(str, paths))}) does not exist"
+                    + ("" if context is None else f" (context {context!r} was asked for)")
+                    + ("" if in_cluster else " and this is not a pod in a cluster (KUBERNETES_SERVICE_HOST is unset)"))
+            # persist_config=False: a health check never rewrites the operator's kubeconfig.
+            load_kube_config(config_file=os.pathsep.join(map(str, existing)), context=context,
+                             client_configuration=configuration, persist_config=False)
+        else:
+            load_incluster_config(client_configuration=configuration)
+    except ConfigException as exc:
+        source = ("the in-cluster service account" if not existing and context is None
+                  else os.pathsep.join(map(str, existing)))
+        what = f"context {context!r} in " if context is not None else ""
+        raise KubernetesError(f"cannot load Kubernetes configuration from {what}{source}: {exc}") from exc
+    configuration.retries = _RETRIES
+    return configuration
+
+
+def api_server_url(context: str | None = None) -> str:
+    """The API server the configuration points at, for messages ("https://10.0.0.1:6443")."""
+    return load_configuration(context).host
+
+
+def list_pods(namespaces: list[str], context: str | None = None, timeout_seconds: float = 10) -> list[PodInfo]:
+    """Every pod of `namespaces` (listed concurrently), in namespace order.
+
+    An unknown namespace is an error (the API answers an empty list for it, so an empty list is
+    checked against the namespace itself; if reading namespaces is forbidden, it is taken as
+    empty). Raises KubernetesError naming the server and namespace.
+    """
+    configuration = load_configuration(context)
+    server = configuration.host
+    api_client = k8s.ApiClient(configuration)
+    api_client.user_agent = "maint/health-check"
+    try:
+        api = k8s.CoreV1Api(api_client)
+        with ThreadPoolExecutor(max_workers=min(8, max(1, len(namespaces))),
+                                thread_name_prefix="list-pods") as pool:
+            per_namespace = list(pool.map(lambda ns: _list_namespace(api, server, ns, timeout_seconds), namespaces))
+    finally:
+        api_client.close()
+        api_client.rest_client.close()
+    return [pod for pods in per_namespace for pod in pods]
+
+
+def _list_namespace(api: k8s.CoreV1Api, server: str, namespace: str, timeout: float) -> list[PodInfo]:
+    pods: list[PodInfo] = []
+    token: str | None = None
+    while True:
+        kwargs = {"_continue": token} if token else {}
+        body = _get(server, namespace, timeout, lambda: api.list_namespaced_pod(
+            namespace, limit=PAGE_SIZE, _preload_content=False, _request_timeout=timeout, **kwargs))
+        try:
+            document = json.loads(body)
+            for item in document["items"] or []:
+                item.setdefault("metadata", {}).setdefault("namespace", namespace)
+                pods.append(pod_info_from_json(item))
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise KubernetesError(f"{server}: listing pods in namespace {namespace!r}: "
+                                  f"the answer is not a Kubernetes PodList ({exc.__class__.__name__}: {exc})") from exc
+        token = (document.get("metadata") or {}).get("continue")
+        if not token:
+            break
+    if not pods:
+        try:
+            _get(server, namespace, timeout, lambda: api.read_namespace(
+                namespace, _preload_content=False, _request_timeout=timeout))
+        except _Forbidden:
+            pass  # allowed to list pods but not to read namespaces: trust the empty list
+        except _NotFound as exc:
+            raise KubernetesError(f"namespace {namespace!r} does not exist on {server}: "
+                                  "check [health_check.kubernetes].namespaces and the context") from exc
+    return pods
+
+
+class _Forbidden(KubernetesError):
+    pass
+
+
+class _NotFound(KubernetesError):
+    pass
+
+
+def _get(server: str, namespace: str, timeout: float, call) -> bytes:
+    """Run one request; its raw body, or KubernetesError saying what happened."""
+    where = f"{server} (namespace {namespace!r})"
+    try:
+        response = call()
+        try:
+            return response.data
+        finally:
+            response.release_conn()
+    except k8s.ApiException as exc:
+        status = exc.status
+        detail = _status_message(exc.body) or exc.reason or ""
+        if status == 0:  # the client's own wrapper around TLS errors
+            raise KubernetesError(f"cannot reach the Kubernetes API at {where}: TLS error: {exc.reason}") from exc
+        if status == 401:
+            raise KubernetesError(f"the Kubernetes API at {where} refused our credentials (401 Unauthorized): "
+                                  "the token or client certificate is missing, wrong or expired") from exc
+        if status == 403:
+            raise _Forbidden(f"the Kubernetes API at {where} forbids it (403 Forbidden): {detail}; "
+                             "grant list on pods (and get on namespaces) to this identity") from exc
+        if status == 404:
+            raise _NotFound(f"the Kubernetes API at {where} answered 404 Not Found: {detail} "
+                            "(is this URL a Kubernetes API server?)") from exc
+        answered = f"the Kubernetes API at {where} answered {status} {exc.reason or ''}".rstrip()
+        raise KubernetesError(f"{answered}: {detail}" if detail else answered) from exc
+    except urllib3.exceptions.HTTPError as exc:
+        raise KubernetesError(f"cannot reach the Kubernetes API at {where}: {_network_reason(exc, timeout)}") from exc
+    except OSError as exc:
+        raise KubernetesError(f"cannot reach the Kubernetes API at {where}: {exc.strerror or exc}") from exc
+
+
+def _status_message(body) -> str:
+    """The `message` of the API's Status JSON ("namespaces \"x\" not found"), if it sent one."""
+    if not body:
+        return ""
+    try:
+        status = json.loads(body)
+    except (ValueError, TypeError):
+        return ""
+    return str(status.get("message") or "") if isinstance(status, dict) else ""
+
+
+def _network_reason(exc: Exception, timeout: float) -> str:
+    reason = exc.reason if isinstance(exc, urllib3.exceptions.MaxRetryError) and exc.reason else exc
+    # NewConnectionError first: urllib3 makes it a subclass of ConnectTimeoutError.
+    if isinstance(reason, urllib3.exceptions.NewConnectionError):
+        cause = reason.__cause__ or reason.__context__
+        if isinstance(cause, ConnectionRefusedError):
+            return "connection refused"
+        if isinstance(cause, OSError) and cause.strerror:
+            return cause.strerror
+        return "cannot connect"
+    if isinstance(reason, urllib3.exceptions.TimeoutError):
+        return f"no answer within {timeout:g}s"
+    if isinstance(reason, urllib3.exceptions.SSLError):
+        return f"TLS error: {reason}"
+    if isinstance(reason, urllib3.exceptions.ProtocolError):
+        return f"connection broken: {reason.args[0] if reason.args else reason}"
+    return str(reason) or reason.__class__.__name__
