@@ -47,6 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("duty", metavar="DUTY", choices=DUTIES, help="one of: " + ", ".join(DUTIES))
     run.add_argument("--json", action="store_true", help="print the report as JSON")
     run.add_argument("--store", metavar="NAME", help="only this [[backup_stores]] entry (backup-verification)")
+    run.add_argument("--dry-run", action="store_true", default=None,
+                     help="report the plan and change nothing (vacuum)")
     run.add_argument("--config", metavar="PATH", default=argparse.SUPPRESS, help="configuration file")
 
     serve = commands.add_parser("serve", help="serve every duty's deployment on its schedule (needs PREFECT_API_URL)")
@@ -114,12 +116,12 @@ def _run(args) -> int:
     flow = duty.load_flow()
     parameters = {"config_path": str(path.resolve())}
     accepted = inspect.signature(flow.fn).parameters
-    for option in ("store",):
+    for option in ("store", "dry_run"):
         value = getattr(args, option)
         if value is None:
             continue
         if option not in accepted:
-            print(f"maint: --{option} does not apply to {duty.name}", file=sys.stderr)
+            print(f"maint: --{option.replace('_', '-')} does not apply to {duty.name}", file=sys.stderr)
             return EXIT_UNKNOWN
         parameters[option] = value
     if "store" in parameters and parameters["store"] not in {s.name for s in config.backup_stores}:

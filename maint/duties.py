@@ -29,6 +29,9 @@ IMPLEMENTED: dict[str, Duty] = {d.name: d for d in (
     Duty("health-check", "flows.health_check:health_check", "health_check",
          "the morning checklist: endpoints, databases, data checks and pods, concurrently",
          ("health", "postgres", "kubernetes")),
+    Duty("vacuum", "flows.vacuum:vacuum", "vacuum",
+         "bloat and dead-tuple report, then VACUUM (ANALYZE) where needed with SKIP_LOCKED and a lock_timeout",
+         ("postgres", "vacuum")),
 )}
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import subprocess
 import threading
+import time
 from collections import deque
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from psycopg import sql
 from maint.config import DatabaseConfig, redact, resolve_secret
 from maint.errors import DatabaseError, DatabaseUnavailable, DumpError
 from maint.health import ServerHealth, Session, SqlCheckResult
+from maint.vacuum import TableStats, VacuumAction, VacuumOutcome
 
 # SQLSTATEs and libpq messages that mean "try again in a moment", not "you are wrong".
 _UNAVAILABLE_SQLSTATES = {"57P03", "57P01", "57P02", "08006", "08001", "53300"}
@@ -95,7 +97,8 @@ def _is_connection_loss(exc: psycopg.Error) -> bool:
 
 
 def _milliseconds(delta: timedelta) -> int:
-    return max(1, int(delta.total_seconds() * 1000))
+    """0 stays 0 (no limit); anything else at least 1 ms."""
+    return 0 if delta <= timedelta(0) else max(1, int(delta.total_seconds() * 1000))
 
 
 @contextmanager
@@ -105,9 +108,9 @@ def connect(db: DatabaseConfig, *, dbname: str | None = None, autocommit: bool =
     """A connection; the timeouts are set at startup, so they bind every statement including the first."""
     kwargs = connection_kwargs(db, dbname)
     settings = []
-    if statement_timeout:
+    if statement_timeout is not None:
         settings.append(f"-c statement_timeout={_milliseconds(statement_timeout)}")
-    if lock_timeout:
+    if lock_timeout is not None:
         settings.append(f"-c lock_timeout={_milliseconds(lock_timeout)}")
     if settings:
         kwargs["options"] = " ".join(settings)
@@ -378,3 +381,80 @@ def run_sql_check(db: DatabaseConfig, query: str, timeout: timedelta, first: int
         count = len(first_rows) + sum(1 for _ in cursor) if cursor.description else 0
         conn.rollback()
     return SqlCheckResult(row_count=count, columns=columns, first_rows=first_rows)
+
+
+# --- vacuum --------------------------------------------------------------------------------------
+
+# Everything from the catalogs and the statistics views: learning about a table takes no lock on it.
+_TABLE_STATISTICS = """
+SELECT n.nspname, c.relname, c.relkind,
+       coalesce(s.n_live_tup, 0), coalesce(s.n_dead_tup, 0),
+       greatest(s.last_vacuum, s.last_autovacuum), greatest(s.last_analyze, s.last_autoanalyze),
+       CASE WHEN c.relkind = 'p' THEN 0
+            ELSE greatest(age(c.relfrozenxid), coalesce(age(t.relfrozenxid), 0)) END,
+       (c.relpages + coalesce(t.relpages, 0))::bigint * current_setting('block_size')::bigint,
+       CASE WHEN c.reltuples < 0 THEN NULL ELSE c.reltuples END, c.relpages,
+       current_setting('block_size')::int,
+       coalesce((SELECT option_value::int FROM pg_options_to_table(c.reloptions)
+                 WHERE option_name = 'fillfactor'), 100),
+       w.width,
+       (SELECT count(*) FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped),
+       coalesce(w.has_nulls, false)
+FROM pg_class c
+JOIN pg_namespace n ON n.oid = c.relnamespace
+LEFT JOIN pg_class t ON t.oid = c.reltoastrelid
+LEFT JOIN pg_stat_all_tables s ON s.relid = c.oid
+LEFT JOIN LATERAL (
+    SELECT sum((1 - st.null_frac) * st.avg_width) AS width, bool_or(st.null_frac > 0) AS has_nulls
+    FROM pg_stats st WHERE st.schemaname = n.nspname AND st.tablename = c.relname AND NOT st.inherited
+) w ON true
+WHERE c.relkind IN ('r', 'p', 'm')
+  AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+  AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%'
+"""
+
+
+def table_statistics(db: DatabaseConfig, *, statement_timeout: timedelta, lock_timeout: timedelta) -> list[TableStats]:
+    with connect(db, autocommit=True, statement_timeout=statement_timeout, lock_timeout=lock_timeout) as conn:
+        rows = conn.execute(_TABLE_STATISTICS).fetchall()
+    return [TableStats(schema=r[0], name=r[1], kind=r[2], live_tuples=r[3], dead_tuples=r[4], last_vacuum=r[5],
+                       last_analyze=r[6], xid_age=r[7], size_bytes=r[8], reltuples=r[9], relpages=r[10],
+                       block_size=r[11], fillfactor=r[12], data_width=float(r[13]) if r[13] is not None else None,
+                       columns=r[14], has_nulls=r[15]) for r in rows]
+
+
+def _dead_tuples(conn: psycopg.Connection, schema: str, table: str) -> int | None:
+    row = conn.execute("SELECT n_dead_tup FROM pg_stat_all_tables WHERE schemaname = %s AND relname = %s",
+                       (schema, table)).fetchone()
+    return row[0] if row else None
+
+
+def vacuum_table(db: DatabaseConfig, action: VacuumAction, *, lock_timeout: timedelta) -> VacuumOutcome:
+    """VACUUM (ANALYZE, SKIP_LOCKED) or ANALYZE (SKIP_LOCKED) one table, never waiting on a lock:
+    SKIP_LOCKED for the table's own lock, lock_timeout for any other. Problems are outcomes,
+    never exceptions, so one bad table never stops the run."""
+    table = action.table
+    name = table.qualified_name
+    target = sql.Identifier(table.schema, table.name)
+    if action.action == "vacuum":
+        statement = sql.SQL("VACUUM (ANALYZE, SKIP_LOCKED) {}").format(target)
+    else:
+        statement = sql.SQL("ANALYZE (SKIP_LOCKED) {}").format(target)
+    warnings: list[str] = []
+    started = time.monotonic()
+    try:
+        # statement_timeout 0: a vacuum may rightly take long; lock waits are what must be short.
+        with connect(db, autocommit=True, statement_timeout=timedelta(0), lock_timeout=lock_timeout) as conn:
+            conn.add_notice_handler(lambda notice: warnings.append(notice.message_primary or ""))
+            before = _dead_tuples(conn, table.schema, table.name)
+            conn.execute(statement)
+            seconds = time.monotonic() - started
+            after = _dead_tuples(conn, table.schema, table.name)
+    except DatabaseError as exc:
+        return VacuumOutcome(name, action.action, "error", str(exc), time.monotonic() - started)
+    skipped = [w for w in warnings if w.startswith("skipping")]
+    if any("lock not available" in w for w in skipped):
+        return VacuumOutcome(name, action.action, "skipped-locked", skipped[0], seconds, before, after)
+    if skipped:
+        return VacuumOutcome(name, action.action, "not-permitted", skipped[0], seconds, before, after)
+    return VacuumOutcome(name, action.action, "done", "", seconds, before, after)

@@ -1,0 +1,546 @@
+"""Benchmark: maint's `health-check` against the runbook's sequential loop, on the same targets.
+
+    .venv/bin/python bench/health.py [--endpoints 200] [--slow 20] [--slow-seconds 0.3] [--pods 1000]
+                                     [--repeat 3] [--loop-repeat 1] [--prefect harness|ephemeral]
+
+Starts, all local:
+  - a throwaway PostgreSQL (maint.demo.ThrowawayPostgres) with a `shop` database (the sample schema);
+  - one HTTP server on 127.0.0.1 serving `--endpoints` health paths, `--slow` of them answering
+    after `--slow-seconds`;
+  - a fake Kubernetes API (tests.k8s_server.KubeApiServer, bearer token) holding `--pods` pods in
+    a few namespaces, mostly healthy with a mix of failing states, and a kubeconfig ($KUBECONFIG).
+
+Then times, on those same targets:
+  maint       the whole `health-check` flow in-process (flows.health_check.health_check), after
+              one warm-up run so the Prefect API is up: best and median of `--repeat` runs;
+  plain       maint's own check functions without Prefect (tasks.http.check_endpoints,
+              tasks.postgres.server_health, tasks.kubernetes.list_pods + maint.pods.assess_pods)
+              side by side in a thread pool: what Prefect adds is the difference;
+  runbook     the runbook's way, one step after another: `curl` per endpoint, `psql -c` per
+              query, `curl` with the bearer token per namespace page of pods.
+
+Prints the table and PASS/FAIL for the two targets of the issue: maint at least 20 times faster
+than the loop, and under 3 s once the Prefect API is up. A measurement, not a test: exits 0
+whatever the figures, non-zero only if the benchmark itself breaks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import glob
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("DO_NOT_TRACK", "1")
+_pg_bins = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
+if _pg_bins and _pg_bins[-1] not in os.environ["PATH"].split(os.pathsep):
+    os.environ["PATH"] += os.pathsep + _pg_bins[-1]
+
+from maint.demo import ThrowawayPostgres, load_sample_schema  # noqa: E402
+from tests.k8s_server import KubeApiServer, pods_in_every_state, write_kubeconfig  # noqa: E402
+
+PASSWORD_ENV = "MAINT_BENCH_HEALTH_PASSWORD"
+KUBE_TOKEN = "bench-kube-token-" + uuid.uuid4().hex[:12]
+RATIO_TARGET = 20.0
+SECONDS_TARGET = 3.0
+PAGE_SIZE = 500  # kubectl's --chunk-size, and maint's
+# Namespace -> share of the pods. The first is large enough to need two pages of 500.
+NAMESPACES = {"shop": 0.55, "payments": 0.2, "search": 0.15, "batch": 0.10}
+MAX_RESTARTS = 5
+
+_out = None  # the terminal: fd 1 as it was before Prefect's console output was sent to a file
+
+
+def say(text: str = "") -> None:
+    (_out or sys.stdout).write(text + "\n")
+    (_out or sys.stdout).flush()
+
+
+@contextmanager
+def prefect_console_to(path: Path):
+    """Send fd 1 and 2 to `path` (Prefect prints ~1 log line per finding per run), keep `say` on
+    the terminal. At fd level, so whatever handler Prefect built keeps writing as it would."""
+    global _out
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved_out, saved_err = os.dup(1), os.dup(2)
+    _out = os.fdopen(os.dup(saved_out), "w", buffering=1)
+    with open(path, "ab") as log:
+        os.dup2(log.fileno(), 1)
+        os.dup2(log.fileno(), 2)
+    try:
+        yield
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.dup2(saved_out, 1)
+        os.dup2(saved_err, 2)
+        os.close(saved_out)
+        os.close(saved_err)
+        _out.close()
+        _out = None
+
+
+# --- the endpoints --------------------------------------------------------------------------------
+
+class EndpointServer:
+    """`count` health paths on one threading server; the paths in `slow` answer after `delay`."""
+
+    def __init__(self, count: int, slow: set[int], delay: float):
+        self.count, self.slow, self.delay = count, slow, delay
+        bench = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                parts = self.path.strip("/").split("/")  # svc/NNN/health
+                try:
+                    index = int(parts[1]) if len(parts) == 3 and parts[0] == "svc" and parts[2] == "health" else -1
+                except ValueError:
+                    index = -1
+                if not 0 <= index < bench.count:
+                    code, body = 404, b'{"status": "unknown service"}'
+                else:
+                    if index in bench.slow:
+                        time.sleep(bench.delay)
+                    code, body = 200, b'{"status": "ok"}'
+                self.send_response(code)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        class Server(ThreadingHTTPServer):
+            daemon_threads = True
+            block_on_close = False
+            request_queue_size = 4096  # 200 probes connect at once; the default backlog is 5
+
+            def handle_error(self, request, client_address):
+                pass
+
+        self.server = Server(("127.0.0.1", 0), Handler)
+        self.base = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def urls(self) -> list[str]:
+        return [f"{self.base}/svc/{i:03d}/health" for i in range(self.count)]
+
+    def __enter__(self) -> "EndpointServer":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def spread(count: int, chosen: int) -> set[int]:
+    """`chosen` indexes spread evenly over range(count)."""
+    chosen = max(0, min(chosen, count))
+    return {int(i * count / chosen) for i in range(chosen)} if chosen else set()
+
+
+# --- the pods ------------------------------------------------------------------------------------
+
+def build_pods(total: int) -> dict[str, list[dict]]:
+    """`total` pods across NAMESPACES: nine in ten running and ready, the tenth cycling through the
+    other states tests.k8s_server knows (crash loops, image pulls, pending, init, completed jobs...)."""
+    templates = pods_in_every_state("bench")
+    healthy = templates.pop("running-ready")
+    others = list(templates.values())
+    names = list(NAMESPACES)
+    sizes = [int(total * NAMESPACES[ns]) for ns in names]
+    sizes[0] += total - sum(sizes)
+    pods: dict[str, list[dict]] = {}
+    serial = 0
+    for ns, size in zip(names, sizes):
+        members = []
+        for i in range(size):
+            template = others[(serial // 10) % len(others)] if serial % 10 == 9 else healthy
+            body = copy.deepcopy(template)
+            meta = body["metadata"]
+            meta["name"] = f"{meta['name'].rsplit('-', 1)[0] if '-' in meta['name'] else meta['name']}-{serial:05d}"
+            meta["namespace"] = ns
+            meta["uid"] = str(uuid.uuid5(uuid.NAMESPACE_URL, f"{ns}/{meta['name']}"))
+            members.append(body)
+            serial += 1
+        pods[ns] = members
+    return pods
+
+
+# --- maint's configuration --------------------------------------------------------------------------
+
+def write_config(path: Path, server: ThrowawayPostgres, urls: list[str], max_latency_ms: int) -> Path:
+    endpoints = "".join(f'\n[[health_check.endpoints]]\nurl = "{url}"\nexpect_status = 200\n'
+                        f'max_latency = "{max_latency_ms}ms"\n' for url in urls)
+    namespaces = ", ".join(f'"{ns}"' for ns in NAMESPACES)
+    path.write_text(f"""# Written by bench/health.py
+timezone = "UTC"
+
+[[databases]]
+name = "bench"
+host = "{server.host}"
+port = {server.port}
+dbname = "shop"
+user = "{server.superuser}"
+password_env = "{PASSWORD_ENV}"
+sslmode = "disable"
+connect_timeout = "3s"
+
+[health_check]
+databases = ["bench"]
+long_query = "5m"
+idle_in_transaction = "10m"
+blocked = "1m"
+{endpoints}
+[health_check.kubernetes]
+namespaces = [{namespaces}]
+max_restarts = {MAX_RESTARTS}
+""")
+    return path
+
+
+# --- maint through Prefect ------------------------------------------------------------------------
+
+def run_flow(config: Path) -> tuple[float, dict]:
+    from flows.health_check import health_check
+
+    started = time.perf_counter()
+    state = health_check(config_path=str(config), return_state=True)
+    elapsed = time.perf_counter() - started
+    report = state.result(raise_on_failure=False)
+    if not (isinstance(report, dict) and "findings" in report):
+        raise RuntimeError(f"the health-check flow did not produce a report: {state.type} {report!r}")
+    return elapsed, report
+
+
+def summarize(report: dict, endpoints: int) -> str:
+    findings = report["findings"]
+    by = {}
+    for f in findings:
+        by.setdefault(f["check"], {}).setdefault(f["severity"], 0)
+        by[f["check"]][f["severity"]] += 1
+    parts = []
+    for check in ("endpoint", "reachable", "connections", "pods"):
+        if check in by:
+            parts.append(f"{check}: " + ", ".join(f"{n} {s}" for s, n in sorted(by[check].items())))
+    bad_endpoints = [f for f in findings if f["check"] == "endpoint" and f["severity"] != "ok"]
+    if bad_endpoints or by.get("endpoint", {}).get("ok", 0) != endpoints:
+        parts.append(f"UNEXPECTED: {len(bad_endpoints)} endpoint(s) not ok, e.g. "
+                     f"{bad_endpoints[0]['message'] if bad_endpoints else '(missing)'}")
+    return f"status {report['status']}; {len(findings)} findings; " + "; ".join(parts)
+
+
+def task_times(flow_run_id: str) -> list[tuple[str, float, float]]:
+    """(task name, seconds from the flow run's start to the task's start, task run time)
+    for one flow run, read back from the Prefect API."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    with get_client(sync_client=True) as client:
+        flow_run = client.read_flow_run(uuid.UUID(flow_run_id))
+        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[uuid.UUID(flow_run_id)])))
+    origin = flow_run.start_time or flow_run.expected_start_time
+    rows = []
+    for run in runs:
+        start = run.start_time
+        end = run.end_time
+        offset = (start - origin).total_seconds() if start and origin else float("nan")
+        took = (end - start).total_seconds() if start and end else float("nan")
+        rows.append((run.name.rsplit("-", 1)[0] if run.name else run.task_key, offset, took))
+    flow_took = ((flow_run.end_time - flow_run.start_time).total_seconds()
+                 if flow_run.start_time and flow_run.end_time else float("nan"))
+    rows.sort(key=lambda r: r[1])
+    rows.append(("(flow run, start to end as Prefect records it)", 0.0, flow_took))
+    return rows
+
+
+# --- maint without Prefect ------------------------------------------------------------------------
+
+def run_plain(config_path: Path) -> tuple[float, dict[str, float], int]:
+    """maint's check functions, concurrently, as the flow runs them, but without Prefect."""
+    from maint.config import load_config
+    from maint.health import assess_endpoint
+    from maint.pods import assess_pods
+    from tasks import http, postgres
+    from tasks.kubernetes import list_pods
+
+    config = load_config(config_path)
+    hc = config.health_check
+    parts: dict[str, float] = {}
+
+    def timed(name, fn):
+        def run():
+            started = time.perf_counter()
+            try:
+                return fn()
+            finally:
+                parts[name] = time.perf_counter() - started
+        return run
+
+    def endpoints():
+        results = http.check_endpoints(hc.endpoints)
+        return [assess_endpoint(e.url, e.expect_status, e.max_latency, r) for e, r in zip(hc.endpoints, results)]
+
+    def database(name):
+        return postgres.server_health(config.database(name), long_query=hc.long_query,
+                                      idle_in_transaction=hc.idle_in_transaction, blocked=hc.blocked,
+                                      statement_timeout=hc.statement_timeout, lock_timeout=hc.lock_timeout)
+
+    def pods():
+        from flows._duty import utcnow
+
+        listed = list_pods(hc.kubernetes.namespaces, context=hc.kubernetes.context)
+        return assess_pods(listed, utcnow(), hc.kubernetes.max_restarts, namespaces=hc.kubernetes.namespaces)
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        futures = [pool.submit(timed("endpoints", endpoints)),
+                   *(pool.submit(timed(f"database {n}", lambda n=n: database(n))) for n in hc.databases),
+                   pool.submit(timed("pods (list + assess)", pods))]
+        results = [f.result() for f in futures]
+    elapsed = time.perf_counter() - started
+    bad = sum(f.severity.value != "ok" for f in results[0])
+    return elapsed, parts, bad
+
+
+# --- the runbook's loop ---------------------------------------------------------------------------
+
+# The same questions tasks/postgres.py asks, one `psql -c` each, as the runbook has them typed.
+RUNBOOK_SQL = [
+    ("connections vs max_connections",
+     "SELECT count(*) FILTER (WHERE backend_type = 'client backend') AS clients, "
+     "current_setting('max_connections')::int AS max_connections, "
+     "current_setting('superuser_reserved_connections')::int AS reserved FROM pg_stat_activity"),
+    ("long-running queries",
+     "SELECT pid, usename, application_name, now() - query_start AS running, left(query, 200) "
+     "FROM pg_stat_activity WHERE backend_type = 'client backend' AND state = 'active' "
+     "AND now() - query_start > interval '5 minutes' AND pid <> pg_backend_pid()"),
+    ("idle in transaction",
+     "SELECT pid, usename, application_name, now() - state_change AS idle, left(query, 200) "
+     "FROM pg_stat_activity WHERE state IN ('idle in transaction', 'idle in transaction (aborted)') "
+     "AND now() - state_change > interval '10 minutes'"),
+    ("blocked queries and their blockers",
+     "SELECT pid, usename, now() - query_start AS waiting, pg_blocking_pids(pid) AS blocked_by, "
+     "left(query, 200) FROM pg_stat_activity WHERE cardinality(pg_blocking_pids(pid)) > 0 "
+     "AND now() - query_start > interval '1 minute'"),
+    ("xid / multixact wraparound ages",
+     "SELECT datname, age(datfrozenxid) AS xid_age, mxid_age(datminmxid) AS mxid_age "
+     "FROM pg_database ORDER BY 2 DESC"),
+    ("ten largest tables",
+     "SELECT format('%I.%I', n.nspname, c.relname), pg_size_pretty(c.relpages::bigint * "
+     "current_setting('block_size')::bigint) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+     "WHERE c.relkind IN ('r', 'm') AND n.nspname NOT IN ('pg_catalog', 'information_schema') "
+     "ORDER BY c.relpages DESC LIMIT 10"),
+]
+
+
+def run_loop(urls: list[str], server: ThrowawayPostgres, api_url: str) -> tuple[float, dict[str, float], dict]:
+    """One step after another, one process per step, as an on-call engineer's shell would."""
+    parts: dict[str, float] = {}
+    seen: dict = {}
+
+    started = time.perf_counter()
+    statuses = []
+    for url in urls:
+        out = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code} %{time_total}",
+                              "--max-time", "10", url], capture_output=True, text=True).stdout
+        statuses.append(out.split()[0] if out else "000")
+    parts["endpoints (curl each)"] = time.perf_counter() - started
+    seen["endpoints answering 200"] = sum(s == "200" for s in statuses)
+
+    step = time.perf_counter()
+    env = {**os.environ, "PGHOST": server.host, "PGPORT": str(server.port), "PGUSER": server.superuser,
+           "PGDATABASE": "shop", "PGPASSWORD": server.password, "PGCONNECT_TIMEOUT": "3"}
+    failures = 0
+    for _title, query in RUNBOOK_SQL:
+        done = subprocess.run(["psql", "-X", "-A", "-c", query], capture_output=True, text=True, env=env)
+        failures += done.returncode != 0
+    parts[f"database ({len(RUNBOOK_SQL)} x psql -c)"] = time.perf_counter() - step
+    seen["psql failures"] = failures
+
+    step = time.perf_counter()
+    pods = 0
+    requests = 0
+    for ns in NAMESPACES:
+        token = ""
+        while True:
+            url = f"{api_url}/api/v1/namespaces/{ns}/pods?limit={PAGE_SIZE}" + (f"&continue={token}" if token else "")
+            body = subprocess.run(["curl", "-s", "--max-time", "10", "-H", f"Authorization: Bearer {KUBE_TOKEN}",
+                                   "-H", "Accept: application/json", url], capture_output=True).stdout
+            requests += 1
+            document = json.loads(body)
+            pods += len(document.get("items") or [])
+            token = (document.get("metadata") or {}).get("continue") or ""
+            if not token:
+                break
+    parts[f"pods (curl, {requests} list requests)"] = time.perf_counter() - step
+    seen["pods listed"] = pods
+    return time.perf_counter() - started, parts, seen
+
+
+def kubectl_note() -> str:
+    path = shutil.which("kubectl")
+    if not path:
+        return "kubectl is not installed: the loop lists pods with curl and the bearer token."
+    return (f"kubectl is on PATH ({os.path.realpath(path)}), but it cannot talk to the fake API server: "
+            "it does not send a bearer token over plain http and `get pods` needs the discovery "
+            "endpoints (/api, /apis) the fake does not serve. The loop sends kubectl's list request "
+            f"with curl instead (GET /api/v1/namespaces/NS/pods?limit={PAGE_SIZE}, bearer token); a real "
+            "kubectl adds its own start-up (~0.1 s a call here) and discovery, so the loop is flattered.")
+
+
+# --- the whole run ----------------------------------------------------------------------------------
+
+def fmt(seconds: float) -> str:
+    return f"{seconds:8.3f} s"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--endpoints", type=int, default=200)
+    parser.add_argument("--slow", type=int, default=20, help="how many endpoints answer slowly")
+    parser.add_argument("--slow-seconds", type=float, default=0.3)
+    parser.add_argument("--pods", type=int, default=1000)
+    parser.add_argument("--repeat", type=int, default=3, help="timed runs of maint (flow and plain)")
+    parser.add_argument("--loop-repeat", type=int, default=1, help="timed runs of the runbook loop (best kept)")
+    parser.add_argument("--prefect", choices=("harness", "ephemeral"), default="harness",
+                        help="harness: a temporary Prefect server with its own database (as the tests); "
+                             "ephemeral: what `maint run` does without PREFECT_API_URL")
+    args = parser.parse_args(argv)
+    for tool in ("curl", "psql"):
+        if not shutil.which(tool):
+            print(f"bench/health.py: {tool} is not on PATH", file=sys.stderr)
+            return 3
+
+    work = Path(tempfile.mkdtemp(prefix="maint-bench-health-"))
+    os.environ["HOME"] = str(work)  # no ~/.kube/config of the operator's, no stray profile
+    os.environ.pop("KUBERNETES_SERVICE_HOST", None)
+    console_log = work / "prefect-console.log"
+    clock = time.monotonic()
+    say(f"== maint health-check benchmark: {os.cpu_count()} CPU(s), Python {sys.version.split()[0]}, "
+        f"{shutil.which('curl')}, {shutil.which('psql')}; workdir {work}")
+    try:
+        return run(args, work, console_log, clock)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def run(args, work: Path, console_log: Path, clock: float) -> int:
+    slow = spread(args.endpoints, args.slow)
+    pods = build_pods(args.pods)
+    max_latency_ms = int(max(2.0, args.slow_seconds + 1.0) * 1000)
+    harness = None
+    with ThrowawayPostgres() as server, EndpointServer(args.endpoints, slow, args.slow_seconds) as web, \
+            KubeApiServer(pods, token=KUBE_TOKEN) as api:
+        server.create_database("shop")
+        load_sample_schema(server, "shop")
+        os.environ[PASSWORD_ENV] = server.password
+        os.environ["KUBECONFIG"] = str(write_kubeconfig(work / "kubeconfig", {"bench": (api.url, KUBE_TOKEN)}))
+        config = write_config(work / "maint.toml", server, web.urls(), max_latency_ms)
+        say(f"   PostgreSQL {server.host}:{server.port}/shop (sample schema); {args.endpoints} endpoints at "
+            f"{web.base}/svc/NNN/health, {len(slow)} answering after {args.slow_seconds:g}s "
+            f"(max_latency {max_latency_ms}ms); fake Kubernetes API at {api.url} with "
+            + ", ".join(f"{ns} {len(p)}" for ns, p in pods.items()) + f" pods; config {config}")
+        say(f"   {kubectl_note()}")
+
+        if args.prefect == "harness":
+            from prefect.testing.utilities import prefect_test_harness
+
+            harness = prefect_test_harness(server_startup_timeout=120)
+        else:
+            os.environ.pop("PREFECT_API_URL", None)
+
+        with prefect_console_to(console_log), (harness or _nothing()):
+            from prefect.settings import PREFECT_API_URL
+
+            say(f"\n== warm-up: one health-check flow run (starts the Prefect API: "
+                f"{'test harness' if harness else 'ephemeral, as `maint run`'})")
+            seconds, report = run_flow(config)
+            say(f"   {seconds:.2f}s; Prefect API {PREFECT_API_URL.value() or '(ephemeral, in-process)'}; "
+                f"{summarize(report, args.endpoints)}")
+
+            say(f"\n== maint: the whole flow, {args.repeat} run(s)")
+            flow_times = []
+            last = report
+            for i in range(args.repeat):
+                seconds, last = run_flow(config)
+                flow_times.append(seconds)
+                say(f"   run {i + 1}: {seconds:.3f}s")
+            say(f"   last report: {summarize(last, args.endpoints)}")
+            breakdown = []
+            try:
+                breakdown = task_times(last["details"]["flow_run_id"])
+            except Exception as exc:  # a diagnostic only
+                say(f"   (no task breakdown from the Prefect API: {exc.__class__.__name__}: {exc})")
+            for name, offset, took in breakdown:
+                say(f"     {name:<48} started +{offset:6.3f}s  took {took:6.3f}s")
+
+            say(f"\n== maint without Prefect: the same check functions in a thread pool, {args.repeat} run(s)")
+            plain_times = []
+            for i in range(args.repeat):
+                seconds, parts, bad = run_plain(config)
+                plain_times.append(seconds)
+                say(f"   run {i + 1}: {seconds:.3f}s (" + ", ".join(f"{k} {v:.3f}s" for k, v in parts.items())
+                    + f"); endpoints not ok: {bad}")
+
+        say(f"\n== the runbook loop: sequential, one process per check, {args.loop_repeat} run(s)")
+        loop_times = []
+        for i in range(args.loop_repeat):
+            seconds, parts, seen = run_loop(web.urls(), server, api.url)
+            loop_times.append(seconds)
+            say(f"   run {i + 1}: {seconds:.3f}s (" + ", ".join(f"{k} {v:.3f}s" for k, v in parts.items()) + ")")
+            say("   saw: " + ", ".join(f"{k} {v}" for k, v in seen.items()))
+
+    best, median = min(flow_times), statistics.median(flow_times)
+    plain_best = min(plain_times)
+    loop = min(loop_times)
+    ratio = loop / best
+    ratio_median = loop / median
+    say("\n== results")
+    say(f"   {'maint health-check flow (Prefect API up), best':<58}{fmt(best)}")
+    say(f"   {'maint health-check flow (Prefect API up), median':<58}{fmt(median)}")
+    say(f"   {'maint checks without Prefect (thread pool), best':<58}{fmt(plain_best)}")
+    say(f"   {'  -> Prefect overhead (flow best - plain best)':<58}{fmt(best - plain_best)}")
+    say(f"   {'runbook loop (curl / psql -c / curl), best':<58}{fmt(loop)}")
+    say(f"   {'ratio loop / maint (best; median)':<58}{ratio:8.1f} x ; {ratio_median:.1f} x")
+    say(f"   {'ratio loop / maint without Prefect':<58}{loop / plain_best:8.1f} x")
+    floor = args.slow_seconds if args.slow else 0.0
+    if floor:
+        say(f"   {'(ceiling: loop / slowest endpoint ' + f'{floor:g}s' + ')':<58}{loop / floor:8.1f} x")
+    say(f"\n   maint at least {RATIO_TARGET:g}x faster than the loop: {'PASS' if ratio >= RATIO_TARGET else 'FAIL'}"
+        f" ({ratio:.1f}x)")
+    say(f"   maint under {SECONDS_TARGET:g} s with the Prefect API up:  {'PASS' if best < SECONDS_TARGET else 'FAIL'}"
+        f" (best {best:.2f}s, median {median:.2f}s)")
+    say(f"\n   benchmark took {time.monotonic() - clock:.0f}s; Prefect's console output went to a log "
+        "file (removed with the workdir)")
+    return 0
+
+
+@contextmanager
+def _nothing():
+    yield
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,258 @@
+"""vacuum: the plan table-driven; the duty against a real PostgreSQL with bloated tables, a
+never-analyzed one, a partitioned one, a hostile name, a table the role may not vacuum, locks."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from datetime import datetime, timedelta, timezone
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from maint.config import VacuumConfig
+from maint.demo import ThrowawayPostgres
+from maint.vacuum import TableStats, estimate_bloat, plan_vacuum
+from tests.conftest import run_json
+
+NOW = datetime(2026, 11, 23, 3, 0, tzinfo=timezone.utc)
+POLICY = VacuumConfig(databases=["prod"], min_dead_tuples=1000, min_dead_ratio=0.10, max_xid_age=200_000_000,
+                      stale_analyze=timedelta(days=7))
+TENANT_PASSWORD = "tenant-pw-41d2"
+PASSWORD_ENV = "MAINT_TEST_VACUUM_PASSWORD"
+WEIRD = 'we"ird;name'
+
+
+def stats(name="t", kind="r", live=10_000, dead=0, analyzed=timedelta(days=1), xid_age=1000, **kw) -> TableStats:
+    return TableStats(schema="public", name=name, kind=kind, live_tuples=live, dead_tuples=dead, last_vacuum=None,
+                      last_analyze=NOW - analyzed if analyzed is not None else None, xid_age=xid_age,
+                      size_bytes=kw.pop("size_bytes", 8192 * 1000), **kw)
+
+
+@pytest.mark.parametrize("table, expected", [
+    (stats(dead=1000), None),  # 1000 dead of 11000: 9%, under min_dead_ratio
+    (stats(dead=1200), ("vacuum", "1,200 dead tuples (11%)")),
+    (stats(live=100, dead=900), None),  # a high ratio but under min_dead_tuples
+    (stats(xid_age=250_000_000), ("vacuum", "xid age 250,000,000 over 200,000,000")),
+    (stats(analyzed=None), ("analyze", "never analyzed")),
+    (stats(analyzed=timedelta(days=8)), ("analyze", "last analyzed 8d ago")),
+    (stats(analyzed=timedelta(days=6)), None),
+    (stats(kind="p", live=0, dead=0, analyzed=None), ("analyze", "never analyzed")),
+    (stats(kind="p", live=0, dead=50_000, xid_age=0, analyzed=timedelta(days=1)), None),  # parents never vacuumed
+    (stats(dead=5000, analyzed=None), ("vacuum", "never analyzed")),  # VACUUM (ANALYZE) covers both
+])
+def test_plan(table, expected):
+    plan = plan_vacuum([table], NOW, POLICY)
+    if expected is None:
+        assert plan == []
+    else:
+        [action] = plan
+        assert action.action == expected[0] and any(expected[1] in r for r in action.reasons), action.reasons
+
+
+def test_plan_puts_wraparound_danger_first_then_most_dead():
+    plan = plan_vacuum([stats("a", dead=5000), stats("b", dead=50_000), stats("c", xid_age=300_000_000),
+                        stats("d", analyzed=None)], NOW, POLICY)
+    assert [a.table.name for a in plan] == ["c", "b", "a", "d"]
+
+
+@pytest.mark.parametrize("table, estimated, words", [
+    (stats(relpages=100, reltuples=1000.0, data_width=40, columns=3), False, "under 1 MB"),
+    (stats(relpages=1000, reltuples=None, data_width=None, columns=3), False, "never analyzed"),
+    (stats(kind="p", relpages=0), False, "partitioned"),
+])
+def test_bloat_not_estimated(table, estimated, words):
+    estimate = estimate_bloat(table)
+    assert estimate.estimated is estimated and words in estimate.reason
+
+
+def test_bloat_estimate_is_fillfactor_aware():
+    # 40-byte rows: 4 + 24 + 40 = 68 bytes; 8168 usable bytes per page hold 120 rows at fillfactor 100.
+    full = stats(relpages=1000, reltuples=60_000.0, data_width=40, columns=3)
+    assert estimate_bloat(full).bloat_bytes == (1000 - 500) * 8192
+    # At fillfactor 50 only 60 rows fit a page: the same table is not bloated at all.
+    assert estimate_bloat(stats(relpages=1000, reltuples=60_000.0, data_width=40, columns=3,
+                                fillfactor=50)).bloat_bytes == 0
+
+
+# --- against a real server -----------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def vac_pg():
+    with ThrowawayPostgres() as server:
+        with server.connect(autocommit=True) as conn:
+            conn.execute(f"CREATE ROLE tenant LOGIN PASSWORD '{TENANT_PASSWORD}'")
+        yield server
+
+
+_counter = itertools.count()
+
+
+@pytest.fixture
+def shop(vac_pg, monkeypatch):
+    """A fresh database: tables bloated by updates and deletes (autovacuum off on them), a
+    never-analyzed one, a partitioned one, a hostile name, one the tenant role does not own."""
+    name = f"shop_{next(_counter)}"
+    vac_pg.create_database(name)
+    with vac_pg.connect(name, autocommit=True) as conn:
+        conn.execute("GRANT ALL ON SCHEMA public TO tenant")
+        conn.execute("CREATE TABLE not_mine (id int PRIMARY KEY, v text) WITH (autovacuum_enabled = off)")
+        conn.execute("INSERT INTO not_mine SELECT g, 'x' FROM generate_series(1, 20000) g")
+        conn.execute("ANALYZE not_mine")
+        conn.execute("UPDATE not_mine SET v = 'y'")
+    with psycopg.connect(host=vac_pg.host, port=vac_pg.port, dbname=name, user="tenant", password=TENANT_PASSWORD,
+                         autocommit=True) as conn:
+        for table in ("bloated", "churned", WEIRD, "fresh"):
+            conn.execute(sql.SQL("CREATE TABLE {} (id int PRIMARY KEY, v text) WITH (autovacuum_enabled = off)")
+                         .format(sql.Identifier(table)))
+            conn.execute(sql.SQL("INSERT INTO {} SELECT g, md5(g::text) FROM generate_series(1, 20000) g")
+                         .format(sql.Identifier(table)))
+            conn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(table)))
+        conn.execute("UPDATE bloated SET v = v || 'x'")
+        conn.execute("UPDATE bloated SET v = v || 'y'")
+        conn.execute("DELETE FROM churned WHERE id % 2 = 0")
+        conn.execute(sql.SQL("UPDATE {} SET v = 'z'").format(sql.Identifier(WEIRD)))
+        conn.execute("CREATE TABLE never_analyzed (id int, v text) WITH (autovacuum_enabled = off)")
+        conn.execute("INSERT INTO never_analyzed SELECT g, 'v' FROM generate_series(1, 5000) g")
+        conn.execute("CREATE TABLE events (at date, kind text) PARTITION BY RANGE (at)")
+        conn.execute("CREATE TABLE events_2026 PARTITION OF events FOR VALUES FROM ('2026-01-01') TO ('2027-01-01')"
+                     " WITH (autovacuum_enabled = off)")
+        conn.execute("INSERT INTO events SELECT '2026-01-01'::date + g % 300, 'k' FROM generate_series(1, 20000) g")
+        conn.execute("ANALYZE events_2026")
+        conn.execute("UPDATE events SET kind = 'kk'")
+        conn.execute("SELECT pg_stat_force_next_flush()")
+    time.sleep(0.5)  # the statistics of the sessions above reach the shared stats
+    monkeypatch.setenv(PASSWORD_ENV, TENANT_PASSWORD)
+    return name
+
+
+def _config(tmp_path, server: ThrowawayPostgres, dbname: str, **vacuum) -> str:
+    settings = {"lock_timeout": '"1s"', "window": '"2h"', **vacuum}
+    path = tmp_path / "maint.toml"
+    path.write_text(f"""
+[[databases]]
+name = "prod"
+host = "{server.host}"
+port = {server.port}
+dbname = "{dbname}"
+user = "tenant"
+password_env = "{PASSWORD_ENV}"
+sslmode = "disable"
+
+[vacuum]
+databases = ["prod"]
+min_dead_tuples = 1000
+min_dead_ratio = 0.10
+stale_analyze = "7d"
+""" + "".join(f"{k} = {v}\n" for k, v in settings.items()))
+    return path
+
+
+def _by_subject(report: dict) -> dict[str, dict]:
+    return {f["subject"]: f for f in report["findings"] if f["check"] in ("vacuum", "analyze")}
+
+
+def _dead(server, dbname: str, table: str) -> int:
+    with server.connect(dbname) as conn:
+        return conn.execute("SELECT n_dead_tup FROM pg_stat_all_tables WHERE relname = %s", (table,)).fetchone()[0]
+
+
+def test_dry_run_reports_the_plan_and_changes_nothing(vac_pg, shop, tmp_path, capsys):
+    from maint.cli import main
+
+    dead_before = _dead(vac_pg, shop, "bloated")
+    code = main(["--config", str(_config(tmp_path, vac_pg, shop)), "run", "vacuum", "--dry-run", "--json"])
+    import json
+
+    report = json.loads(capsys.readouterr().out)
+    planned = _by_subject(report)
+    assert code == 0
+    assert planned["prod:public.bloated"]["message"].startswith("would VACUUM (ANALYZE): 40,000 dead tuples")
+    assert planned["prod:public.churned"]["check"] == "vacuum"
+    assert planned[f"prod:public.{WEIRD}"]["check"] == "vacuum"
+    assert planned["prod:public.not_mine"]["check"] == "vacuum"
+    assert planned["prod:public.never_analyzed"]["message"] == "would ANALYZE: never analyzed"
+    assert planned["prod:public.events"]["check"] == "analyze", "a stale parent is analyzed, never vacuumed"
+    assert planned["prod:public.events_2026"]["check"] == "vacuum", "partitions are judged on their own"
+    assert "prod:public.fresh" not in planned
+    assert _dead(vac_pg, shop, "bloated") == dead_before > 0
+    rows = report["details"]["tables in prod"]
+    sizes = [r["table"] for r in rows]
+    assert sizes.index("public.bloated") < sizes.index("public.never_analyzed"), "largest first"
+    assert {r["table"]: r["est. bloat"] for r in rows}["public.never_analyzed"].startswith("not estimated")
+
+
+def test_vacuum_run_vacuums_what_it_may_and_reports_what_it_may_not(vac_pg, shop, tmp_path, capsys):
+    code, report = run_json(capsys, _config(tmp_path, vac_pg, shop), "vacuum")
+    found = _by_subject(report)
+
+    bloated = found["prod:public.bloated"]
+    assert bloated["severity"] == "ok" and "dead tuples 40,000 -> 0" in bloated["message"]
+    assert found[f"prod:public.{WEIRD}"]["severity"] == "ok"
+    assert found["prod:public.never_analyzed"]["severity"] == "ok"
+    not_mine = found["prod:public.not_mine"]
+    assert not_mine["severity"] == "warning" and "only table or database owner" in not_mine["message"]
+    assert code == 1
+    assert _dead(vac_pg, shop, "bloated") == 0 and _dead(vac_pg, shop, WEIRD) == 0
+    assert _dead(vac_pg, shop, "not_mine") > 0
+    with vac_pg.connect(shop) as conn:
+        assert conn.execute("SELECT count(*) FROM pg_stats WHERE tablename = 'events' AND inherited").fetchone()[0] > 0
+        assert conn.execute("SELECT last_analyze IS NOT NULL FROM pg_stat_all_tables "
+                            "WHERE relname = 'never_analyzed'").fetchone()[0]
+
+
+def test_a_locked_table_is_skipped_within_the_lock_timeout(vac_pg, shop, tmp_path, capsys):
+    holder = vac_pg.connect(shop)
+    holder.execute("LOCK TABLE bloated IN ACCESS EXCLUSIVE MODE")
+    try:
+        started = time.monotonic()
+        code, report = run_json(capsys, _config(tmp_path, vac_pg, shop), "vacuum")
+        elapsed = time.monotonic() - started
+    finally:
+        holder.rollback()
+        holder.close()
+    found = _by_subject(report)
+    assert "skipped: the table is locked" in found["prod:public.bloated"]["message"]
+    assert found["prod:public.churned"]["severity"] == "ok", "the others are vacuumed"
+    assert elapsed < 1 + 10, f"took {elapsed:.1f}s: something waited on the lock"
+    assert code == 1
+
+
+def test_a_concurrent_writer_never_waits_longer_than_the_lock_timeout(vac_pg, shop, tmp_path, capsys):
+    stop = threading.Event()
+    latencies: list[float] = []
+
+    def write() -> None:
+        with vac_pg.connect(shop, autocommit=True) as conn:
+            i = 0
+            while not stop.is_set():
+                i += 1
+                started = time.monotonic()
+                conn.execute("UPDATE bloated SET v = %s WHERE id = %s", (f"w{i}", 1 + i % 20000))
+                latencies.append(time.monotonic() - started)
+
+    writer = threading.Thread(target=write, daemon=True)
+    writer.start()
+    try:
+        code, report = run_json(capsys, _config(tmp_path, vac_pg, shop, lock_timeout='"500ms"'), "vacuum")
+    finally:
+        stop.set()
+        writer.join(timeout=10)
+    assert _by_subject(report)["prod:public.bloated"]["severity"] == "ok"
+    assert len(latencies) > 50 and max(latencies) < 0.5 + 0.25, f"a write waited {max(latencies):.2f}s"
+
+
+def test_no_table_starts_after_the_window(vac_pg, shop, tmp_path, capsys):
+    code, report = run_json(capsys, _config(tmp_path, vac_pg, shop, window='"0s"'), "vacuum")
+    found = _by_subject(report)
+    assert code == 1 and found
+    assert all("not started: the 0ms window had elapsed" in f["message"] for f in found.values()), found
+    assert _dead(vac_pg, shop, "bloated") > 0
+
+
+def test_two_jobs_vacuum_the_same_tables(vac_pg, shop, tmp_path, capsys):
+    code, report = run_json(capsys, _config(tmp_path, vac_pg, shop, jobs="2"), "vacuum")
+    assert code == 1  # not_mine stays a warning
+    assert _dead(vac_pg, shop, "bloated") == 0 and _dead(vac_pg, shop, "churned") == 0
