@@ -203,6 +203,7 @@ class RestoreTestConfig(_Section):
     scratch_prefix: Annotated[str, Field(pattern=r"^[a-z_][a-z0-9_]{2,40}$")] = "maint_scratch_"
     jobs: PositiveInt = 2
     sql_checks: list[SqlCheckConfig] = []
+    leftover_age: Duration = timedelta(hours=6)  # scratch databases older than this are from crashed runs
 
 
 class RetentionConfig(_Section):

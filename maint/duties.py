@@ -32,6 +32,9 @@ IMPLEMENTED: dict[str, Duty] = {d.name: d for d in (
     Duty("vacuum", "flows.vacuum:vacuum", "vacuum",
          "bloat and dead-tuple report, then VACUUM (ANALYZE) where needed with SKIP_LOCKED and a lock_timeout",
          ("postgres", "vacuum")),
+    Duty("restore-test", "flows.restore_test:restore_test", "restore_test",
+         "restore the newest backup into a scratch database, validate it, time it, always drop it",
+         ("backup", "restore")),
 )}
 
 

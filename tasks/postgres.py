@@ -23,6 +23,7 @@ from psycopg import sql
 from maint.config import DatabaseConfig, redact, resolve_secret
 from maint.errors import DatabaseError, DatabaseUnavailable, DumpError
 from maint.health import ServerHealth, Session, SqlCheckResult
+from maint.restore import check_scratch_name
 from maint.vacuum import TableStats, VacuumAction, VacuumOutcome
 
 # SQLSTATEs and libpq messages that mean "try again in a moment", not "you are wrong".
@@ -458,3 +459,54 @@ def vacuum_table(db: DatabaseConfig, action: VacuumAction, *, lock_timeout: time
     if skipped:
         return VacuumOutcome(name, action.action, "not-permitted", skipped[0], seconds, before, after)
     return VacuumOutcome(name, action.action, "done", "", seconds, before, after)
+
+
+# --- restore into scratch databases --------------------------------------------------------------
+
+def list_databases(server: DatabaseConfig) -> list[str]:
+    with connect(server, autocommit=True, statement_timeout=timedelta(seconds=30)) as conn:
+        return [row[0] for row in conn.execute("SELECT datname FROM pg_database ORDER BY 1")]
+
+
+def create_scratch_database(server: DatabaseConfig, name: str, *, prefix: str, protected: set[str]) -> None:
+    check_scratch_name(name, prefix, protected)  # before any connection
+    with connect(server, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+
+
+def drop_scratch_database(server: DatabaseConfig, name: str, *, prefix: str, protected: set[str]) -> None:
+    check_scratch_name(name, prefix, protected)  # before any connection
+    with connect(server, autocommit=True) as conn:
+        # FORCE: a pg_restore killed mid-way may leave sessions behind.
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def archive_listing(path: str) -> str:
+    result = subprocess.run(["pg_restore", "--list", path], capture_output=True, text=True)
+    if result.returncode != 0:
+        raise DumpError(f"pg_restore --list {path} failed: {result.stderr.strip()[-500:]}")
+    return result.stdout
+
+
+def restore_archive(server: DatabaseConfig, dbname: str, path: str, *, jobs: int) -> None:
+    """pg_restore into `dbname` with `jobs` workers (the file is seekable); objects are owned by
+    the restoring role, since the scratch server need not have the production roles."""
+    args = ["pg_restore", "--no-owner", "--no-privileges", "--no-password", f"--jobs={jobs}",
+            f"--dbname={dbname}", path]
+    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                               env=client_environment(server, dbname))
+    stderr = StderrTail(process.stderr, lines=20)
+    try:
+        returncode = process.wait()
+    except BaseException:
+        process.kill()
+        raise
+    errors = stderr.text()
+    if returncode != 0 or "error:" in errors:
+        how = f"was killed by signal {-returncode}" if returncode < 0 else f"exited with status {returncode}"
+        raise DumpError(f"pg_restore into {describe(server, dbname)} {how}: {redact(errors) or 'no message'}")
+
+
+def count_rows(server: DatabaseConfig, dbname: str) -> dict[str, int]:
+    with connect(server, dbname=dbname, autocommit=False) as conn:
+        return {t.qualified_name: t.rows for t in count_table_rows(conn)}

@@ -114,6 +114,13 @@ class LocalStore:
             writer.abort()
             raise
 
+    def local_path(self, name: str) -> Path:
+        """The file itself: already on disk and seekable, so a restore needs no copy."""
+        path = self._path(name)
+        if not path.is_file():
+            raise StorageError(f"{self.url}{name} does not exist")
+        return path
+
     def read_bytes(self, name: str) -> bytes:
         try:
             return self._path(name).read_bytes()

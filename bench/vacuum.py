@@ -1,0 +1,823 @@
+"""Benchmark: maint's `vacuum` duty against `vacuumdb --analyze --jobs=2`, on the same bloated state.
+
+    .venv/bin/python bench/vacuum.py [--tables 8] [--rows 400000] [--clean 2] [--repeat 1] [--keep-log]
+
+Starts a throwaway PostgreSQL (maint.demo.ThrowawayPostgres; autovacuum off server-wide and on
+every bench table, checkpoints pushed out of the way) and, for each repeat, builds the same
+database twice, `bench_a_N` and `bench_b_N`, with the same statements in the same order:
+
+  - `--tables` tables of order-like rows (bigint key, customer id, status, amount, currency,
+    a nullable note of 0-96 characters, timestamps; a primary key and a customer index),
+    `--rows` rows each, loaded and then VACUUM (ANALYZE)d as autovacuum would have done;
+  - `--clean` tables that are never bloated (half the rows, vacuumed and analyzed);
+  - the bloat: UPDATEs and DELETEs, a different amount per table (5% to 200% of the rows);
+  - statistics in three states: ANALYZEd after the bloat ("fresh"), analyzed only before it
+    ("stale": pg_class.relpages still counts the pages of before), and one table never vacuumed
+    or analyzed at all ("none").
+
+CREATE DATABASE ... TEMPLATE would copy the files but not the cumulative statistics
+(pg_stat_all_tables is keyed by database oid): the clone would show no dead tuples and maint would
+rightly plan nothing. Hence the double build; the two copies are compared (pages, live and dead
+tuples, pgstattuple's figures) before anything is timed.
+
+Before vacuuming: maint's own statistics read and bloat estimate (tasks.postgres.table_statistics
++ maint.vacuum.estimate_bloat) against pgstattuple's measured dead_tuple_len + free_space, per
+bench table. pgstattuple runs on both copies, so both start with the same hint bits and the same
+page cache.
+
+Then, after a CHECKPOINT each, and in alternating order when --repeat > 1:
+  vacuumdb   `vacuumdb --analyze --jobs=2 -d bench_a_N` (PG* environment, PGPASSWORD);
+  maint      the whole `vacuum` flow in-process (flows.vacuum.vacuum) on bench_b_N, jobs = 2,
+             thresholds low enough to select every bloated table and none of the clean ones;
+             the Prefect API (test harness) is started and warmed beforehand by a dry run on a
+             third, tiny database.
+
+Each timed database logs every statement's duration (ALTER DATABASE ... SET
+log_min_duration_statement = 0), so the server log says, for both tools alike, which tables were
+vacuumed, for how long, and from when to when; the Prefect API gives maint's task runs; /proc
+gives the CPU seconds spent by PostgreSQL, this process and the rest of the machine.
+
+Prints the times, the ratio maint / vacuumdb with PASS/FAIL against the 1.10 target, where each
+tool's time went, and the bloat-estimate table. A measurement, not a test: exits 0 whatever the
+figures, non-zero only if the benchmark itself breaks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import heapq
+import os
+import re
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("DO_NOT_TRACK", "1")
+_pg_bins = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
+if _pg_bins and _pg_bins[-1] not in os.environ["PATH"].split(os.pathsep):
+    os.environ["PATH"] += os.pathsep + _pg_bins[-1]
+
+import psycopg  # noqa: E402
+from psycopg import sql  # noqa: E402
+
+from maint.demo import ThrowawayPostgres  # noqa: E402
+
+PASSWORD_ENV = "MAINT_BENCH_VACUUM_PASSWORD"
+RATIO_TARGET = 1.10
+JOBS = 2
+MIB = 1024 * 1024
+SERVER_SETTINGS = {
+    "autovacuum": "off",  # no background worker competing with the timed runs
+    "max_wal_size": "16GB", "checkpoint_timeout": "1h",  # no checkpoint in the middle of a run
+    "log_line_prefix": "%m [%p] %d ",  # the log tells the databases apart
+}
+
+# (label, statements): the bloat of each bench table, cycled when --tables > 8.
+PROFILES: list[tuple[str, list[str]]] = [
+    ("update 100%", ["UPDATE {t} SET status = 'paid', updated_at = created_at + interval '1 day'"]),
+    ("update 50%", ["UPDATE {t} SET status = 'shipped', updated_at = created_at + interval '2 days' "
+                    "WHERE id % 2 = 0"]),
+    ("delete 30%", ["DELETE FROM {t} WHERE id % 10 < 3"]),
+    ("upd 20% + del 10%", ["UPDATE {t} SET total_cents = total_cents + 1, updated_at = created_at "
+                           "WHERE id % 5 = 1",
+                           "DELETE FROM {t} WHERE id % 10 = 7"]),
+    ("update 100% twice", ["UPDATE {t} SET status = 'paid', updated_at = created_at + interval '1 day'",
+                           "UPDATE {t} SET status = 'delivered', updated_at = created_at + interval '5 days'"]),
+    ("delete 60%", ["DELETE FROM {t} WHERE id % 5 < 3"]),
+    ("update 10%", ["UPDATE {t} SET note = coalesce(note, '') || '!', updated_at = created_at "
+                    "WHERE id % 10 = 3"]),
+    ("update 5%", ["UPDATE {t} SET status = 'cancelled', updated_at = created_at WHERE id % 20 = 0"]),
+]
+
+_out = None  # the terminal, while Prefect's console output goes to a file
+
+
+def say(text: str = "") -> None:
+    (_out or sys.stdout).write(text + "\n")
+    (_out or sys.stdout).flush()
+
+
+@contextmanager
+def prefect_console_to(path: Path):
+    """fd 1 and 2 to `path` (Prefect logs a line per finding and per task run); `say` stays on the
+    terminal. At fd level, so whatever handler Prefect built keeps writing where it did."""
+    global _out
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved_out, saved_err = os.dup(1), os.dup(2)
+    _out = os.fdopen(os.dup(saved_out), "w", buffering=1)
+    with open(path, "ab") as log:
+        os.dup2(log.fileno(), 1)
+        os.dup2(log.fileno(), 2)
+    try:
+        yield
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.dup2(saved_out, 1)
+        os.dup2(saved_err, 2)
+        os.close(saved_out)
+        os.close(saved_err)
+        _out.close()
+        _out = None
+
+
+# --- the bloated database -------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class BenchTable:
+    name: str
+    rows: int
+    profile: str  # "clean" for the never-bloated ones
+    statements: tuple[str, ...]
+    stats: str  # "fresh" | "stale" | "none"
+
+
+def bench_tables(count: int, rows: int, clean: int) -> list[BenchTable]:
+    tables = []
+    for i in range(count):
+        label, statements = PROFILES[i % len(PROFILES)]
+        if count >= 3 and i == count - 1:
+            state = "none"
+        else:
+            state = "fresh" if i % 2 == 0 else "stale"
+        tables.append(BenchTable(f"orders_{i + 1:02d}", rows, label, tuple(statements), state))
+    for i in range(clean):
+        tables.append(BenchTable(f"clean_{i + 1:02d}", max(rows // 2, 1), "clean", (), "fresh"))
+    return tables
+
+
+_CREATE = """
+CREATE TABLE {t} (
+    id bigint PRIMARY KEY,
+    customer_id bigint NOT NULL,
+    status text NOT NULL,
+    total_cents bigint NOT NULL,
+    currency char(3) NOT NULL,
+    note text,
+    created_at timestamptz NOT NULL,
+    updated_at timestamptz
+) WITH (autovacuum_enabled = off)
+"""
+# Deterministic rows (no random()): both builds write the very same bytes in the same order.
+_LOAD = """
+INSERT INTO {t}
+SELECT g, 1 + (g * 7919) % 50000,
+       (ARRAY['new', 'paid', 'shipped', 'delivered', 'cancelled'])[1 + g % 5],
+       (g * 37) % 100000, (ARRAY['EUR', 'USD', 'GBP'])[1 + g % 3],
+       CASE WHEN g % 3 = 0 THEN NULL ELSE repeat(md5(g::text), 1 + g % 3) END,
+       '2026-01-01'::timestamptz + g * interval '1 minute', NULL
+FROM generate_series(1, {rows}) g
+"""
+
+
+def build_database(server: ThrowawayPostgres, dbname: str, tables: list[BenchTable]) -> float:
+    """One copy of the bench state, always by the same statements in the same order."""
+    started = time.perf_counter()
+    server.create_database(dbname)
+    with server.connect(dbname, autocommit=True) as conn:
+        for t in tables:
+            ident = sql.Identifier(t.name)
+            conn.execute(sql.SQL(_CREATE).format(t=ident))
+            conn.execute(sql.SQL(_LOAD).format(t=ident, rows=sql.Literal(t.rows)))
+            conn.execute(sql.SQL("CREATE INDEX {} ON {} (customer_id)").format(
+                sql.Identifier(f"{t.name}_customer"), ident))
+        for t in tables:  # what autovacuum would have done after the load
+            if t.stats != "none":
+                conn.execute(sql.SQL("VACUUM (ANALYZE) {}").format(sql.Identifier(t.name)))
+        for t in tables:
+            for statement in t.statements:
+                conn.execute(sql.SQL(statement).format(t=sql.Identifier(t.name)))
+        for t in tables:
+            if t.stats == "fresh" and t.profile != "clean":
+                conn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(t.name)))
+        conn.execute("CREATE EXTENSION pgstattuple")
+        conn.execute("SELECT pg_stat_force_next_flush()")
+    return time.perf_counter() - started
+
+
+def drop_database(server: ThrowawayPostgres, dbname: str) -> None:
+    with server.connect(autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(dbname)))
+
+
+@dataclass
+class Measured:
+    pages: int  # pg_relation_size / block size
+    relpages: int
+    live: int
+    dead: int
+    table_len: int
+    tuple_count: int
+    dead_tuple_count: int
+    dead_tuple_len: int
+    free_space: int
+
+    @property
+    def reclaimable(self) -> int:
+        return self.dead_tuple_len + self.free_space
+
+
+def measure(server: ThrowawayPostgres, dbname: str, tables: list[BenchTable]) -> dict[str, Measured]:
+    """The statistics views and pgstattuple's full scan of each bench table."""
+    result = {}
+    with server.connect(dbname, autocommit=True) as conn:
+        for t in tables:
+            row = conn.execute(
+                "SELECT pg_relation_size(c.oid) / current_setting('block_size')::int, c.relpages,"
+                "       coalesce(s.n_live_tup, 0), coalesce(s.n_dead_tup, 0),"
+                "       p.table_len, p.tuple_count, p.dead_tuple_count, p.dead_tuple_len, p.free_space"
+                "  FROM pg_class c JOIN pg_stat_all_tables s ON s.relid = c.oid,"
+                "       LATERAL pgstattuple(c.oid) p"
+                " WHERE c.oid = %s::regclass", (f"public.{t.name}",)).fetchone()
+            result[t.name] = Measured(*row)
+    return result
+
+
+def dead_left(server: ThrowawayPostgres, dbname: str, tables: list[BenchTable]) -> int:
+    with server.connect(dbname, autocommit=True) as conn:
+        rows = conn.execute("SELECT coalesce(sum(n_dead_tup), 0) FROM pg_stat_user_tables WHERE relname = ANY(%s)",
+                            ([t.name for t in tables],)).fetchone()
+    return int(rows[0])
+
+
+def checkpoint(server: ThrowawayPostgres) -> float:
+    started = time.perf_counter()
+    with server.connect(autocommit=True) as conn:
+        conn.execute("CHECKPOINT")
+    return time.perf_counter() - started
+
+
+def log_statements(server: ThrowawayPostgres, dbname: str) -> None:
+    with server.connect(autocommit=True) as conn:
+        conn.execute(sql.SQL("ALTER DATABASE {} SET log_min_duration_statement = 0").format(sql.Identifier(dbname)))
+
+
+# --- maint's configuration ------------------------------------------------------------------------
+
+def write_config(path: Path, server: ThrowawayPostgres, dbname: str, name: str) -> Path:
+    path.write_text(f"""# Written by bench/vacuum.py
+timezone = "UTC"
+
+[[databases]]
+name = "{name}"
+host = "{server.host}"
+port = {server.port}
+dbname = "{dbname}"
+user = "{server.superuser}"
+password_env = "{PASSWORD_ENV}"
+sslmode = "disable"
+
+[vacuum]
+databases = ["{name}"]
+min_dead_tuples = 100
+min_dead_ratio = 0.01
+stale_analyze = "7d"
+lock_timeout = "2s"
+window = "2h"
+jobs = {JOBS}
+""")
+    return path
+
+
+def estimates(config_path: Path, name: str) -> dict[str, object]:
+    """What the flow's first two steps compute: table_statistics, then estimate_bloat."""
+    from datetime import timedelta
+
+    from maint.config import load_config
+    from maint.vacuum import estimate_bloat
+    from tasks import postgres
+
+    config = load_config(config_path)
+    db = config.database(name)
+    tables = postgres.table_statistics(db, statement_timeout=timedelta(seconds=60),
+                                       lock_timeout=config.vacuum.lock_timeout)
+    return {t.name: (t, estimate_bloat(t)) for t in tables if t.schema == "public"}
+
+
+# --- the server log -------------------------------------------------------------------------------
+
+_LOG_LINE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+) \S+ \[(\d+)\] (\S*) LOG:  duration: ([\d.]+) ms  "
+                       r"(?:statement|execute [^:]*): (.*)$")
+_TABLE_IN = re.compile(r'^(?:VACUUM|ANALYZE)\b(?:\s*\([^)]*\))?\s+(.+?);?\s*$', re.IGNORECASE)
+
+
+@dataclass
+class Statement:
+    pid: int
+    start: float  # seconds since the epoch, server clock
+    end: float
+    seconds: float
+    text: str
+
+    @property
+    def table(self) -> str:
+        m = _TABLE_IN.match(self.text)
+        return m.group(1).replace('"', "") if m else ""
+
+    @property
+    def verb(self) -> str:
+        return self.text.split(None, 1)[0].upper() if self.text else ""
+
+
+def log_size(server: ThrowawayPostgres) -> int:
+    try:
+        return server.logfile.stat().st_size
+    except OSError:
+        return 0
+
+
+def read_statements(server: ThrowawayPostgres, offset: int, dbname: str) -> list[Statement]:
+    time.sleep(0.3)  # the logger writes the last lines a moment after the client sees its result
+    with open(server.logfile, "rb") as f:
+        f.seek(offset)
+        text = f.read().decode(errors="replace")
+    out = []
+    for line in text.splitlines():
+        m = _LOG_LINE.match(line)
+        if not m or m.group(3) != dbname:
+            continue
+        end = datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S.%f").timestamp()
+        seconds = float(m.group(4)) / 1000
+        out.append(Statement(int(m.group(2)), end - seconds, end, seconds, m.group(5).strip()))
+    return out
+
+
+@dataclass
+class LogSummary:
+    vacuums: list[Statement]  # VACUUM and ANALYZE statements
+    others: list[Statement]
+
+    @property
+    def span(self) -> float:
+        if not self.vacuums:
+            return 0.0
+        return max(s.end for s in self.vacuums) - min(s.start for s in self.vacuums)
+
+    @property
+    def busy(self) -> float:
+        return sum(s.seconds for s in self.vacuums)
+
+    def on(self, names: set[str]) -> list[Statement]:
+        return [s for s in self.vacuums if s.table.split(".")[-1] in names]
+
+
+def summarize_log(statements: list[Statement]) -> LogSummary:
+    vac = [s for s in statements if s.verb in ("VACUUM", "ANALYZE")]
+    return LogSummary(vac, [s for s in statements if s not in vac])
+
+
+def makespan(durations: list[float], workers: int) -> float:
+    """Greedy list scheduling in the given order, each table to the first free worker: what a pool
+    of `workers` does when handed the tables in that order."""
+    free = [0.0] * workers
+    heapq.heapify(free)
+    end = 0.0
+    for d in durations:
+        t = heapq.heappop(free) + d
+        end = max(end, t)
+        heapq.heappush(free, t)
+    return end
+
+
+# --- CPU accounting -------------------------------------------------------------------------------
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _proc_stat(pid: str) -> tuple[str, int, float, float] | None:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            raw = f.read()
+    except OSError:
+        return None
+    comm = raw[raw.index("(") + 1:raw.rindex(")")]
+    fields = raw[raw.rindex(")") + 2:].split()
+    # fields[1] ppid; [11] utime, [12] stime, [13] cutime, [14] cstime (in ticks)
+    return comm, int(fields[1]), (int(fields[11]) + int(fields[12])) / _TICK, (int(fields[13]) + int(fields[14])) / _TICK
+
+
+def _system_busy() -> tuple[float, float]:
+    with open("/proc/stat") as f:
+        parts = [int(x) for x in f.readline().split()[1:]]
+    idle = parts[3] + parts[4]
+    return (sum(parts) - idle) / _TICK, sum(parts) / _TICK
+
+
+@dataclass
+class CpuSnapshot:
+    postgres: float  # live postgres processes + what the postmaster reaped from exited backends
+    me: float  # this process, all threads
+    children: float  # reaped children of this process (vacuumdb)
+    busy: float  # the whole machine
+    total: float
+
+
+def cpu_snapshot(postmaster_pid: int) -> CpuSnapshot:
+    pg = 0.0
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        st = _proc_stat(pid)
+        if st is None or st[0] != "postgres":
+            continue
+        pg += st[2]
+        if int(pid) == postmaster_pid:
+            pg += st[3]
+    me = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    busy, total = _system_busy()
+    return CpuSnapshot(pg, me.ru_utime + me.ru_stime, kids.ru_utime + kids.ru_stime, busy, total)
+
+
+def cpu_delta(a: CpuSnapshot, b: CpuSnapshot) -> dict[str, float]:
+    d = {"postgres": b.postgres - a.postgres, "this process": b.me - a.me, "vacuumdb": b.children - a.children,
+         "machine busy": b.busy - a.busy}
+    d["everything else"] = max(d["machine busy"] - d["postgres"] - d["this process"] - d["vacuumdb"], 0.0)
+    return d
+
+
+def postmaster_pid(server: ThrowawayPostgres) -> int:
+    return int((server.datadir / "postmaster.pid").read_text().split()[0])
+
+
+# --- the two contenders ---------------------------------------------------------------------------
+
+@dataclass
+class RunResult:
+    tool: str
+    seconds: float
+    log: LogSummary
+    cpu: dict[str, float]
+    report: dict | None = None
+    tasks: list[tuple[str, float, float]] = field(default_factory=list)
+    output: str = ""
+
+
+def run_vacuumdb(server: ThrowawayPostgres, dbname: str) -> RunResult:
+    env = dict(os.environ)
+    env.update({"PGHOST": server.host, "PGPORT": str(server.port), "PGUSER": server.superuser,
+                "PGPASSWORD": server.password, "PGSSLMODE": "disable"})
+    env.pop("PGDATABASE", None)
+    offset = log_size(server)
+    pm = postmaster_pid(server)
+    before = cpu_snapshot(pm)
+    started = time.perf_counter()
+    done = subprocess.run(["vacuumdb", "--analyze", f"--jobs={JOBS}", "-d", dbname], env=env,
+                          capture_output=True, text=True)
+    seconds = time.perf_counter() - started
+    after = cpu_snapshot(pm)
+    if done.returncode != 0:
+        raise RuntimeError(f"vacuumdb exited {done.returncode}: {done.stderr.strip()}")
+    return RunResult("vacuumdb", seconds, summarize_log(read_statements(server, offset, dbname)),
+                     cpu_delta(before, after), output=(done.stdout + done.stderr).strip())
+
+
+def run_flow(config: Path, dry_run: bool = False) -> tuple[float, dict]:
+    from flows.vacuum import vacuum
+
+    started = time.perf_counter()
+    state = vacuum(config_path=str(config), dry_run=dry_run, return_state=True)
+    elapsed = time.perf_counter() - started
+    report = state.result(raise_on_failure=False)
+    if not (isinstance(report, dict) and "findings" in report):
+        raise RuntimeError(f"the vacuum flow did not produce a report: {state.type} {report!r}")
+    return elapsed, report
+
+
+def task_times(flow_run_id: str) -> list[tuple[str, float, float]]:
+    """(task, seconds from the flow run's start to the task's start, task run time), from the API."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    with get_client(sync_client=True) as client:
+        flow_run = client.read_flow_run(uuid.UUID(flow_run_id))
+        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[uuid.UUID(flow_run_id)])))
+    origin = flow_run.start_time or flow_run.expected_start_time
+    rows = []
+    for run in runs:
+        offset = (run.start_time - origin).total_seconds() if run.start_time and origin else float("nan")
+        took = (run.end_time - run.start_time).total_seconds() if run.start_time and run.end_time else float("nan")
+        rows.append((run.name.rsplit("-", 1)[0] if run.name else run.task_key, offset, took))
+    rows.sort(key=lambda r: r[1])
+    flow_took = ((flow_run.end_time - flow_run.start_time).total_seconds()
+                 if flow_run.start_time and flow_run.end_time else float("nan"))
+    rows.append(("(flow run, start to end as Prefect records it)", 0.0, flow_took))
+    return rows
+
+
+def run_maint(server: ThrowawayPostgres, config: Path, dbname: str) -> RunResult:
+    offset = log_size(server)
+    pm = postmaster_pid(server)
+    before = cpu_snapshot(pm)
+    seconds, report = run_flow(config)
+    after = cpu_snapshot(pm)
+    result = RunResult("maint", seconds, summarize_log(read_statements(server, offset, dbname)),
+                       cpu_delta(before, after), report=report)
+    try:
+        result.tasks = task_times(report["details"]["flow_run_id"])
+    except Exception as exc:  # a diagnostic only
+        say(f"   (no task breakdown from the Prefect API: {exc.__class__.__name__}: {exc})")
+    return result
+
+
+_REPORTED_SECONDS = re.compile(r" in (\d+(?:\.\d+)?)s")
+
+
+def reported_seconds(report: dict) -> dict[str, float]:
+    """Per table, the seconds maint's own findings report ('VACUUM (ANALYZE) in 1.2s; ...')."""
+    out = {}
+    for f in report["findings"]:
+        if f["check"] in ("vacuum", "analyze"):
+            m = _REPORTED_SECONDS.search(f["message"])
+            if m:
+                out[f["subject"].split(":", 1)[1]] = float(m.group(1))
+    return out
+
+
+# --- output ---------------------------------------------------------------------------------------
+
+def mib(n: float) -> str:
+    return f"{n / MIB:8.1f}"
+
+
+def print_state(tables: list[BenchTable], a: dict[str, Measured], b: dict[str, Measured], names: tuple[str, str]) -> int:
+    say(f"   {'table':<11} {'bloat':<18} {'stats':<5} {'pages':>7} {'relpages':>8} {'live':>8} {'n_dead':>8} "
+        f"{'pgst dead':>9} {'MiB':>8}   same in both copies?")
+    differ = 0
+    for t in tables:
+        x, y = a[t.name], b[t.name]
+        same = (x.pages, x.live, x.dead, x.table_len, x.dead_tuple_count, x.tuple_count) == \
+               (y.pages, y.live, y.dead, y.table_len, y.dead_tuple_count, y.tuple_count)
+        detail = "yes" if same else (f"NO: {names[1]} pages {y.pages}, live {y.live}, n_dead {y.dead}, "
+                                     f"pgstattuple dead {y.dead_tuple_count}")
+        if x.relpages != y.relpages:
+            detail += f" (relpages {y.relpages} in {names[1]}: ANALYZE samples)"
+        differ += not same
+        say(f"   {t.name:<11} {t.profile:<18} {t.stats:<5} {x.pages:>7} {x.relpages:>8} {x.live:>8} {x.dead:>8} "
+            f"{x.dead_tuple_count:>9} {mib(x.table_len)}   {detail}")
+    return differ
+
+
+def print_bloat(tables: list[BenchTable], est: dict[str, object], measured: dict[str, Measured]) -> None:
+    say(f"   {'table':<11} {'bloat':<18} {'stats':<5} {'table MiB':>9} {'est. MiB':>9} {'dead MiB':>9} "
+        f"{'free MiB':>9} {'dead+free':>9} {'est/meas':>8}   note")
+    tot_est = tot_meas = 0
+    for t in tables:
+        m = measured[t.name]
+        stats, e = est[t.name]
+        note = ""
+        if stats.relpages != m.pages:
+            note = f"relpages {stats.relpages} vs {m.pages} pages now (last ANALYZE/VACUUM before the bloat)"
+        if not e.estimated:
+            est_txt, ratio = f"{'-':>9}", f"{'-':>8}"
+            note = f"not estimated: {e.reason}" + (f"; {note}" if note else "")
+        else:
+            est_txt = f"{e.bloat_bytes / MIB:9.1f}"
+            ratio = f"{e.bloat_bytes / m.reclaimable:8.2f}" if m.reclaimable else f"{'inf' if e.bloat_bytes else '1.00':>8}"
+            tot_est += e.bloat_bytes
+            tot_meas += m.reclaimable
+        say(f"   {t.name:<11} {t.profile:<18} {t.stats:<5} {m.table_len / MIB:9.1f} {est_txt} "
+            f"{m.dead_tuple_len / MIB:9.1f} {m.free_space / MIB:9.1f} {m.reclaimable / MIB:9.1f} {ratio}   {note}")
+    if tot_meas:
+        say(f"   {'estimated tables, total':<36} {'':>9} {tot_est / MIB:9.1f} {'':>9} {'':>9} {tot_meas / MIB:9.1f} "
+            f"{tot_est / tot_meas:8.2f}")
+    say("   est. = maint.vacuum.estimate_bloat (relpages minus the pages the live rows need, from pg_class and "
+        "pg_stats); dead+free = pgstattuple's dead_tuple_len + free_space, the measured reclaimable space")
+
+
+def print_run(r: RunResult, bench_names: set[str], relpages: dict[str, int]) -> None:
+    bench = r.log.on(bench_names)
+    other = [s for s in r.log.vacuums if s not in bench]
+    say(f"   {r.tool}: {r.seconds:.3f}s wall; {len(r.log.vacuums)} VACUUM/ANALYZE statements "
+        f"({len(bench)} on bench tables, {len(other)} on other tables, system catalogs included)")
+    say(f"     server side: statements from first start to last end {r.log.span:.3f}s; sum of statement times "
+        f"{r.log.busy:.3f}s (bench tables {sum(s.seconds for s in bench):.3f}s, others "
+        f"{sum(s.seconds for s in other):.3f}s)")
+    if r.log.vacuums:
+        first = min(s.start for s in r.log.vacuums)
+        say(f"     {'statement':<46} {'pid':>7} {'start':>8} {'seconds':>8}")
+        for s in sorted(r.log.vacuums, key=lambda s: s.start):
+            if s in bench or s.seconds >= 0.05:
+                say(f"     {s.text[:46]:<46} {s.pid:>7} {s.start - first:+8.3f} {s.seconds:8.3f}")
+        small = [s for s in other if s.seconds < 0.05]
+        if small:
+            say(f"     ... and {len(small)} statements under 0.05s each on other tables, {sum(s.seconds for s in small):.3f}s in all")
+    if r.log.others:
+        say(f"     other statements in that database: {len(r.log.others)}, {sum(s.seconds for s in r.log.others):.3f}s "
+            "in all (catalog queries, dead-tuple reads)")
+    say("     CPU seconds during the run: " + ", ".join(f"{k} {v:.2f}" for k, v in r.cpu.items())
+        + f" (of {r.seconds * (os.cpu_count() or 1):.2f} available)")
+    # What would the pool's finish have been, with these very statement times, in other orders?
+    dur = {s.table.split(".")[-1]: s.seconds for s in bench}
+    if dur:
+        in_order = [s.seconds for s in sorted(bench, key=lambda s: s.start)]
+        largest_first = [dur[n] for n in sorted(dur, key=lambda n: -relpages.get(n, 0))]
+        longest_first = sorted(dur.values(), reverse=True)
+        say(f"     bench tables on {JOBS} workers, these statement times: in the order run {makespan(in_order, JOBS):.3f}s; "
+            f"largest relpages first (vacuumdb's order) {makespan(largest_first, JOBS):.3f}s; "
+            f"longest first {makespan(longest_first, JOBS):.3f}s; lower bound {max(sum(dur.values()) / JOBS, max(dur.values())):.3f}s")
+
+
+# --- the whole run --------------------------------------------------------------------------------
+
+@dataclass
+class Round:
+    vacuumdb: RunResult
+    maint: RunResult
+    ratio: float
+
+
+def one_round(args, server: ThrowawayPostgres, work: Path, index: int, tables: list[BenchTable],
+              show_bloat: bool) -> Round:
+    db_a, db_b = f"bench_a_{index}", f"bench_b_{index}"
+    say(f"\n== round {index}: building {db_a} and {db_b} (the same statements, side by side)")
+    timings: dict[str, float] = {}
+    errors: list[BaseException] = []
+
+    def build(name: str) -> None:
+        try:
+            timings[name] = build_database(server, name, tables)
+        except BaseException as exc:  # re-raised below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=build, args=(n,)) for n in (db_a, db_b)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+    time.sleep(1.0)  # the sessions' statistics reach the shared stats (they flush on exit, forced before)
+    say("   built in " + ", ".join(f"{n} {s:.1f}s" for n, s in timings.items()))
+
+    config = write_config(work / f"maint-{index}.toml", server, db_b, "bench")
+    est = estimates(config, "bench")  # before pgstattuple: the catalog as the flow will find it
+    missing = [t.name for t in tables if t.name not in est]
+    if missing:
+        raise RuntimeError(f"table_statistics did not return {missing}")
+
+    started = time.perf_counter()
+    m_a = measure(server, db_a, tables)
+    m_b = measure(server, db_b, tables)
+    say(f"   pgstattuple on both copies: {time.perf_counter() - started:.1f}s")
+    differ = print_state(tables, m_a, m_b, (db_a, db_b))
+    if differ:
+        say(f"   WARNING: {differ} table(s) differ between the copies; the comparison below is not like for like")
+
+    if show_bloat:
+        say(f"\n== bloat report vs pgstattuple ({db_b}, before vacuuming)")
+        print_bloat(tables, est, m_b)
+
+    from maint.vacuum import plan_vacuum
+    from flows._duty import utcnow
+    from maint.config import load_config
+
+    plan = plan_vacuum([s for s, _ in est.values()], utcnow(), load_config(config).vacuum)
+    bloated = {t.name for t in tables if t.profile != "clean"}
+    planned = {a.table.name for a in plan}
+    say(f"   maint's plan on {db_b}: {len(plan)} table(s): "
+        + ", ".join(f"{a.table.name} ({a.action})" for a in plan))
+    if planned != bloated:
+        say(f"   WARNING: the plan is not the bloated tables: missing {sorted(bloated - planned)}, "
+            f"extra {sorted(planned - bloated)}")
+
+    for name in (db_a, db_b):
+        log_statements(server, name)
+    relpages = {name: s.relpages for name, (s, _) in est.items()}
+    order = ("vacuumdb", "maint") if index % 2 == 1 else ("maint", "vacuumdb")
+    results: dict[str, RunResult] = {}
+    for tool in order:
+        cp = checkpoint(server)
+        say(f"\n   CHECKPOINT {cp:.2f}s, then {tool}")
+        if tool == "vacuumdb":
+            results[tool] = run_vacuumdb(server, db_a)
+        else:
+            results[tool] = run_maint(server, config, db_b)
+        print_run(results[tool], bench_names={t.name for t in tables}, relpages=relpages)
+
+    r = results["maint"]
+    findings = [f for f in r.report["findings"] if f["check"] in ("vacuum", "analyze")]
+    bad = [f for f in findings if f["severity"] != "ok"]
+    say(f"   maint's report: status {r.report['status']}; {len(findings)} table(s) acted on"
+        + (f"; NOT ok: {[f['message'] for f in bad]}" if bad else ""))
+    per_table = reported_seconds(r.report)
+    say(f"   maint's own per-table seconds (findings, 0.1s resolution): sum {sum(per_table.values()):.1f}s over "
+        f"{len(per_table)} tables, i.e. {sum(per_table.values()) / JOBS:.2f}s per worker at jobs = {JOBS}")
+    for name, offset, took in r.tasks:
+        say(f"     task {name:<48} started +{offset:7.3f}s  took {took:7.3f}s")
+
+    time.sleep(0.5)
+    left = {n: dead_left(server, n, [t for t in tables if t.profile != "clean"]) for n in (db_a, db_b)}
+    say("   dead tuples left on the bench tables: " + ", ".join(f"{n} {v}" for n, v in left.items()))
+
+    ratio = r.seconds / results["vacuumdb"].seconds
+    for name in (db_a, db_b):
+        drop_database(server, name)
+    return Round(results["vacuumdb"], r, ratio)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tables", type=int, default=8, help="bloated tables")
+    parser.add_argument("--rows", type=int, default=400_000, help="rows per bloated table")
+    parser.add_argument("--clean", type=int, default=2, help="never-bloated tables (rows/2 each)")
+    parser.add_argument("--repeat", type=int, default=1, help="rounds, each on a fresh double build")
+    parser.add_argument("--keep-log", action="store_true", help="keep the workdir (server and Prefect logs)")
+    args = parser.parse_args(argv)
+    if args.tables < 1 or args.rows < 1 or args.repeat < 1 or args.clean < 0:
+        parser.error("--tables, --rows and --repeat must be positive, --clean not negative")
+    if not shutil.which("vacuumdb"):
+        print("bench/vacuum.py: vacuumdb is not on PATH", file=sys.stderr)
+        return 3
+
+    work = Path(tempfile.mkdtemp(prefix="maint-bench-vacuum-"))
+    clock = time.monotonic()
+    version = subprocess.run(["vacuumdb", "--version"], capture_output=True, text=True).stdout.strip()
+    say(f"== maint vacuum benchmark: {os.cpu_count()} CPU(s), Python {sys.version.split()[0]}, {version} "
+        f"({shutil.which('vacuumdb')}); {args.tables} bloated tables x {args.rows:,} rows, {args.clean} clean; "
+        f"jobs = {JOBS}; workdir {work}")
+    try:
+        return run(args, work, clock)
+    finally:
+        if args.keep_log:
+            say(f"   kept {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def run(args, work: Path, clock: float) -> int:
+    from prefect.testing.utilities import prefect_test_harness
+
+    tables = bench_tables(args.tables, args.rows, args.clean)
+    rounds: list[Round] = []
+    with ThrowawayPostgres(settings=SERVER_SETTINGS) as server:
+        os.environ[PASSWORD_ENV] = server.password
+        with server.connect(autocommit=True) as conn:
+            pg_version = conn.execute("SHOW server_version").fetchone()[0]
+            shared = conn.execute("SHOW shared_buffers").fetchone()[0]
+        say(f"   PostgreSQL {pg_version} on {server.host}:{server.port} ({server.datadir}); shared_buffers {shared}; "
+            + ", ".join(f"{k} = {v}" for k, v in SERVER_SETTINGS.items()))
+        server.create_database("warmup")
+        with server.connect("warmup", autocommit=True) as conn:
+            conn.execute("CREATE TABLE w (id int PRIMARY KEY, v text) WITH (autovacuum_enabled = off)")
+            conn.execute("INSERT INTO w SELECT g, md5(g::text) FROM generate_series(1, 2000) g")
+            conn.execute("UPDATE w SET v = v || 'x'")
+        warm_config = write_config(work / "maint-warmup.toml", server, "warmup", "warmup")
+
+        with prefect_console_to(work / "prefect-console.log"), prefect_test_harness(server_startup_timeout=120):
+            from prefect.settings import PREFECT_API_URL
+
+            say("\n== warm-up: the vacuum flow with dry_run=True on the tiny `warmup` database "
+                "(starts the Prefect API, imports, first connections)")
+            seconds, report = run_flow(warm_config, dry_run=True)
+            say(f"   {seconds:.2f}s (status {report['status']}, {len(report['findings'])} findings); "
+                f"Prefect API {PREFECT_API_URL.value()}")
+            seconds, report = run_flow(warm_config, dry_run=True)
+            say(f"   again: {seconds:.2f}s: the fixed cost of a flow run with the API up")
+
+            for index in range(1, args.repeat + 1):
+                rounds.append(one_round(args, server, work, index, tables, show_bloat=index == 1))
+
+    say("\n== results")
+    say(f"   {'round':<7} {'first':<9} {'vacuumdb s':>11} {'maint flow s':>13} {'ratio':>7}   "
+        f"{'vacuumdb span s':>15} {'maint span s':>13}   tables vacuumed/analyzed (vacuumdb; maint)")
+    for i, r in enumerate(rounds, 1):
+        first = "vacuumdb" if i % 2 == 1 else "maint"
+        say(f"   {i:<7} {first:<9} {r.vacuumdb.seconds:11.3f} {r.maint.seconds:13.3f} {r.ratio:7.3f}   "
+            f"{r.vacuumdb.log.span:15.3f} {r.maint.log.span:13.3f}   {len(r.vacuumdb.log.vacuums)}; "
+            f"{len(r.maint.log.vacuums)}")
+    ratios = [r.ratio for r in rounds]
+    ratio = statistics.median(ratios)
+    best_ratio = min(r.maint.seconds for r in rounds) / min(r.vacuumdb.seconds for r in rounds)
+    verdict = "PASS" if ratio <= RATIO_TARGET else "FAIL"
+    say(f"\n   maint / vacuumdb = {ratio:.3f} (median of {len(ratios)} round(s); best/best {best_ratio:.3f}): "
+        f"target <= {RATIO_TARGET:.2f}: {verdict}")
+    last = rounds[-1]
+    say(f"   maint: flow {last.maint.seconds:.3f}s = vacuum statements' span {last.maint.log.span:.3f}s "
+        f"+ {last.maint.seconds - last.maint.log.span:.3f}s around them (Prefect, statistics, plan, report); "
+        f"vacuumdb: {last.vacuumdb.seconds:.3f}s = span {last.vacuumdb.log.span:.3f}s + "
+        f"{last.vacuumdb.seconds - last.vacuumdb.log.span:.3f}s around them")
+    say(f"\n   benchmark took {time.monotonic() - clock:.0f}s; Prefect's console output went to a log file "
+        f"({'kept' if args.keep_log else 'removed with the workdir'})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
