@@ -1,6 +1,6 @@
 """Benchmark: maint's `vacuum` duty against `vacuumdb --analyze --jobs=2`, on the same bloated state.
 
-    .venv/bin/python bench/vacuum.py [--tables 8] [--rows 400000] [--clean 2] [--repeat 1] [--keep-log]
+    .venv/bin/python bench/vacuum.py [--tables 8] [--rows 400000] [--clean 2] [--repeat 1] [--settle 60] [--keep-log]
 
 Starts a throwaway PostgreSQL (maint.demo.ThrowawayPostgres; autovacuum off server-wide and on
 every bench table, checkpoints pushed out of the way) and, for each repeat, builds the same
@@ -192,23 +192,30 @@ def build_database(server: ThrowawayPostgres, dbname: str, tables: list[BenchTab
     started = time.perf_counter()
     server.create_database(dbname)
     with server.connect(dbname, autocommit=True) as conn:
+        def run(statement) -> None:
+            conn.execute(statement)
+            # A backend sends its table counters to the shared statistics when idle, at most once a
+            # second; VACUUM and ANALYZE set n_live_tup/n_dead_tup outright. Counters of an earlier
+            # statement still pending when they do are added on top later (n_live_tup doubled), and
+            # whether they are is a matter of timing: flush after every statement, so both copies
+            # get the same figures.
+            conn.execute("SELECT pg_stat_force_next_flush()")
+
         for t in tables:
             ident = sql.Identifier(t.name)
-            conn.execute(sql.SQL(_CREATE).format(t=ident))
-            conn.execute(sql.SQL(_LOAD).format(t=ident, rows=sql.Literal(t.rows)))
-            conn.execute(sql.SQL("CREATE INDEX {} ON {} (customer_id)").format(
-                sql.Identifier(f"{t.name}_customer"), ident))
+            run(sql.SQL(_CREATE).format(t=ident))
+            run(sql.SQL(_LOAD).format(t=ident, rows=sql.Literal(t.rows)))
+            run(sql.SQL("CREATE INDEX {} ON {} (customer_id)").format(sql.Identifier(f"{t.name}_customer"), ident))
         for t in tables:  # what autovacuum would have done after the load
             if t.stats != "none":
-                conn.execute(sql.SQL("VACUUM (ANALYZE) {}").format(sql.Identifier(t.name)))
+                run(sql.SQL("VACUUM (ANALYZE) {}").format(sql.Identifier(t.name)))
         for t in tables:
             for statement in t.statements:
-                conn.execute(sql.SQL(statement).format(t=sql.Identifier(t.name)))
+                run(sql.SQL(statement).format(t=sql.Identifier(t.name)))
         for t in tables:
             if t.stats == "fresh" and t.profile != "clean":
-                conn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(t.name)))
-        conn.execute("CREATE EXTENSION pgstattuple")
-        conn.execute("SELECT pg_stat_force_next_flush()")
+                run(sql.SQL("ANALYZE {}").format(sql.Identifier(t.name)))
+        run("CREATE EXTENSION pgstattuple")
     return time.perf_counter() - started
 
 
@@ -422,35 +429,66 @@ def _system_busy() -> tuple[float, float]:
 
 @dataclass
 class CpuSnapshot:
-    postgres: float  # live postgres processes + what the postmaster reaped from exited backends
-    me: float  # this process, all threads
-    children: float  # reaped children of this process (vacuumdb)
+    postgres: float  # our cluster: the postmaster, its live children, and what it reaped from exited ones
+    me: float  # this process, all threads (maint, the Prefect client)
+    descendants: float  # live processes started by this one (the Prefect API server of the harness)
+    reaped: float  # children of this process that exited (vacuumdb)
     busy: float  # the whole machine
-    total: float
+    foreign: float  # processes that are neither ours nor our cluster's (other sessions on the machine)
+
+
+def _descendants(root: int, stats: dict[int, tuple]) -> set[int]:
+    children: dict[int, list[int]] = {}
+    for pid, st in stats.items():
+        children.setdefault(st[1], []).append(pid)
+    out, todo = set(), [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in out:
+                out.add(child)
+                todo.append(child)
+    return out
 
 
 def cpu_snapshot(postmaster_pid: int) -> CpuSnapshot:
-    pg = 0.0
+    stats = {}
     for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        st = _proc_stat(pid)
-        if st is None or st[0] != "postgres":
-            continue
-        pg += st[2]
-        if int(pid) == postmaster_pid:
-            pg += st[3]
+        if pid.isdigit():
+            st = _proc_stat(pid)
+            if st is not None:
+                stats[int(pid)] = st
+    me_pid = os.getpid()
+    cluster = _descendants(postmaster_pid, stats) | {postmaster_pid}
+    mine = _descendants(me_pid, stats) - cluster
+    pg = sum(stats[p][2] for p in cluster if p in stats)
+    if postmaster_pid in stats:
+        pg += stats[postmaster_pid][3]
+    live_children = sum(stats[p][2] for p in mine)
+    foreign = sum(st[2] for p, st in stats.items() if p not in cluster and p not in mine and p != me_pid)
     me = resource.getrusage(resource.RUSAGE_SELF)
     kids = resource.getrusage(resource.RUSAGE_CHILDREN)
-    busy, total = _system_busy()
-    return CpuSnapshot(pg, me.ru_utime + me.ru_stime, kids.ru_utime + kids.ru_stime, busy, total)
+    busy, _total = _system_busy()
+    return CpuSnapshot(pg, me.ru_utime + me.ru_stime, live_children, kids.ru_utime + kids.ru_stime, busy, foreign)
 
 
 def cpu_delta(a: CpuSnapshot, b: CpuSnapshot) -> dict[str, float]:
-    d = {"postgres": b.postgres - a.postgres, "this process": b.me - a.me, "vacuumdb": b.children - a.children,
-         "machine busy": b.busy - a.busy}
-    d["everything else"] = max(d["machine busy"] - d["postgres"] - d["this process"] - d["vacuumdb"], 0.0)
-    return d
+    return {"postgres": b.postgres - a.postgres, "this process": b.me - a.me,
+            "Prefect API server": b.descendants - a.descendants, "vacuumdb": b.reaped - a.reaped,
+            "other sessions' processes": max(b.foreign - a.foreign, 0.0), "machine busy": b.busy - a.busy}
+
+
+def settle(postmaster: int, limit: float, quiet: float = 0.25) -> str:
+    """Wait (up to `limit` seconds) until processes that are not ours use under `quiet` of a core:
+    other sessions on a shared machine make the timings noisy. Says what it saw."""
+    deadline = time.monotonic() + limit
+    while True:
+        a, t0 = cpu_snapshot(postmaster), time.monotonic()
+        time.sleep(1.0)
+        b, t1 = cpu_snapshot(postmaster), time.monotonic()
+        load = max(b.foreign - a.foreign, 0.0) / (t1 - t0)
+        if load < quiet or time.monotonic() >= deadline:
+            return f"other processes on the machine used {load:.2f} core(s) just before"
+        time.sleep(2.0)
 
 
 def postmaster_pid(server: ThrowawayPostgres) -> int:
@@ -612,10 +650,10 @@ def print_run(r: RunResult, bench_names: set[str], relpages: dict[str, int]) -> 
         f"{sum(s.seconds for s in other):.3f}s)")
     if r.log.vacuums:
         first = min(s.start for s in r.log.vacuums)
-        say(f"     {'statement':<46} {'pid':>7} {'start':>8} {'seconds':>8}")
+        say(f"     {'statement (table)':<46} {'pid':>7} {'start':>8} {'seconds':>8}")
         for s in sorted(r.log.vacuums, key=lambda s: s.start):
             if s in bench or s.seconds >= 0.05:
-                say(f"     {s.text[:46]:<46} {s.pid:>7} {s.start - first:+8.3f} {s.seconds:8.3f}")
+                say(f"     {(s.verb + ' ' + s.table)[:46]:<46} {s.pid:>7} {s.start - first:+8.3f} {s.seconds:8.3f}")
         small = [s for s in other if s.seconds < 0.05]
         if small:
             say(f"     ... and {len(small)} statements under 0.05s each on other tables, {sum(s.seconds for s in small):.3f}s in all")
@@ -705,7 +743,8 @@ def one_round(args, server: ThrowawayPostgres, work: Path, index: int, tables: l
     results: dict[str, RunResult] = {}
     for tool in order:
         cp = checkpoint(server)
-        say(f"\n   CHECKPOINT {cp:.2f}s, then {tool}")
+        quiet = settle(postmaster_pid(server), args.settle)
+        say(f"\n   CHECKPOINT {cp:.2f}s; {quiet}; then {tool}")
         if tool == "vacuumdb":
             results[tool] = run_vacuumdb(server, db_a)
         else:
@@ -739,6 +778,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rows", type=int, default=400_000, help="rows per bloated table")
     parser.add_argument("--clean", type=int, default=2, help="never-bloated tables (rows/2 each)")
     parser.add_argument("--repeat", type=int, default=1, help="rounds, each on a fresh double build")
+    parser.add_argument("--settle", type=float, default=60.0,
+                        help="before each timed run, wait up to this long for other processes to go quiet")
     parser.add_argument("--keep-log", action="store_true", help="keep the workdir (server and Prefect logs)")
     args = parser.parse_args(argv)
     if args.tables < 1 or args.rows < 1 or args.repeat < 1 or args.clean < 0:

@@ -34,6 +34,7 @@ from maint.verification import (KIND_CUSTOM, KIND_SQL_GZ, BackupEntry, GzipSqlRe
                                 PlainSqlReader, assess_freshness, assess_integrity, assess_presence, assess_size,
                                 group_backups, newest_first)
 from tasks import postgres
+from tasks.state import record_verified
 from tasks.storage import crc32c_base64, open_store
 
 log = logging.getLogger("maint.verification")
@@ -147,8 +148,11 @@ def backup_verification(config_path: str | None = None, store: str | None = None
             report.add(Finding("archive", store_config.url, Severity.CRITICAL, f"{newest.url}: {exc}",
                                "the backup could not be read back; retry, and check the store's health"))
             continue
-        for finding in assess_integrity(store_config.url, newest, result):
+        findings = assess_integrity(store_config.url, newest, result)
+        for finding in findings:
             report.add(finding)
+        if all(f.severity is not Severity.CRITICAL for f in findings):
+            record_verified(store_config.name, newest.name)  # retention never deletes it
     return finish_duty(report, config)
 
 

@@ -49,6 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--store", metavar="NAME", help="only this [[backup_stores]] entry (backup-verification)")
     run.add_argument("--dry-run", action="store_true", default=None,
                      help="report the plan and change nothing (vacuum)")
+    run.add_argument("--apply", action="store_true", default=None,
+                     help="really delete the backups the plan names (backup-retention; default: dry run)")
     run.add_argument("--config", metavar="PATH", default=argparse.SUPPRESS, help="configuration file")
 
     serve = commands.add_parser("serve", help="serve every duty's deployment on its schedule (needs PREFECT_API_URL)")
@@ -116,7 +118,7 @@ def _run(args) -> int:
     flow = duty.load_flow()
     parameters = {"config_path": str(path.resolve())}
     accepted = inspect.signature(flow.fn).parameters
-    for option in ("store", "dry_run"):
+    for option in ("store", "dry_run", "apply"):
         value = getattr(args, option)
         if value is None:
             continue

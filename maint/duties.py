@@ -35,6 +35,8 @@ IMPLEMENTED: dict[str, Duty] = {d.name: d for d in (
     Duty("restore-test", "flows.restore_test:restore_test", "restore_test",
          "restore the newest backup into a scratch database, validate it, time it, always drop it",
          ("backup", "restore")),
+    Duty("backup-retention", "flows.backup_retention:backup_retention", "retention",
+         "GFS retention planned by real creation time; deletes only with apply", ("backup", "retention")),
 )}
 
 

@@ -38,6 +38,11 @@ class TransientStorageError(StorageError, TransientError):
     pass
 
 
+class DeleteRefused(StorageError):
+    """The store would not delete an object (a hold, a retention lock, or it changed meanwhile):
+    reported and skipped, never an error of the run."""
+
+
 class DumpError(MaintError):
     """pg_dump (or another PostgreSQL client program) exited with an error."""
 

@@ -44,6 +44,7 @@ class BackupEntry:
     crc32c: str | None = None  # from the store's metadata (GCS)
     md5: str | None = None  # from the store's metadata (GCS; absent for composite objects)
     manifest_name: str | None = None
+    manifest_generation: int | None = None
     manifest: Manifest | None = None
     manifest_problem: str | None = None  # a manifest exists but cannot be read
 
@@ -57,16 +58,17 @@ def group_backups(objects) -> list[BackupEntry]:
     """StoredObjects -> backups, oldest first by object time (manifests are attached later).
 
     Objects that are neither a dump nor a manifest (notes, partial uploads) are ignored."""
-    names = {o.name for o in objects}
+    by_name = {o.name: o for o in objects}
     entries = []
     for o in objects:
         kind = backup_kind(o.name)
         if kind is None or o.name.endswith(MANIFEST_SUFFIX):
             continue
-        manifest = o.name + MANIFEST_SUFFIX
+        manifest = by_name.get(o.name + MANIFEST_SUFFIX)
         entries.append(BackupEntry(name=o.name, url=o.url, kind=kind, size_bytes=o.size_bytes,
                                    object_created_at=o.created_at, generation=o.generation, crc32c=o.crc32c,
-                                   md5=o.md5, manifest_name=manifest if manifest in names else None))
+                                   md5=o.md5, manifest_name=manifest.name if manifest else None,
+                                   manifest_generation=manifest.generation if manifest else None))
     return sorted(entries, key=lambda e: e.object_created_at)
 
 

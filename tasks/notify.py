@@ -18,6 +18,7 @@ from maint.config import NotifyConfig, install_redaction, redact, resolve_secret
 from maint.errors import NotificationError
 from maint.paging import RUN_FAILED_CHECK, PagePlan, dedup_key, plan_pages
 from maint.report import Finding, Report, Severity
+from tasks.state import load_open_pages, save_open_pages
 
 log = logging.getLogger("maint.notify")
 install_redaction("httpx", "httpcore")
@@ -95,25 +96,6 @@ def _page_details(report_duty: str, finding: Finding, flow_run_url: str | None) 
     if flow_run_url:
         details["flow_run"] = flow_run_url
     return details
-
-
-# --- open pages, remembered between runs in a Prefect Variable ----------------------------------
-
-def _variable_name(duty: str) -> str:
-    return "maint_open_pages_" + duty.replace("-", "_")
-
-
-def load_open_pages(duty: str) -> list[str]:
-    from prefect.variables import Variable
-
-    value = Variable.get(_variable_name(duty), default=[])
-    return list(value) if isinstance(value, list) else []
-
-
-def save_open_pages(duty: str, keys: list[str]) -> None:
-    from prefect.variables import Variable
-
-    Variable.set(_variable_name(duty), keys, overwrite=True)
 
 
 def notify_report(report: Report, config: NotifyConfig, flow_run_url: str | None) -> PagePlan | None:

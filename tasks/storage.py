@@ -17,7 +17,7 @@ from typing import Iterator, Protocol
 from urllib.parse import urlparse
 
 from maint.config import BackupStoreConfig
-from maint.errors import StorageError, TransientStorageError
+from maint.errors import DeleteRefused, StorageError, TransientStorageError
 
 
 @dataclass(frozen=True)
@@ -60,6 +60,9 @@ class BackupStore(Protocol):
 
     def open_reader(self, name: str, generation: int | None = None) -> Iterator[bytes]:
         """Stream an object in chunks; on GCS pinned to `generation` when given."""
+
+    def delete(self, name: str, generation: int | None = None) -> None:
+        """Delete one object; on GCS only if it is still `generation`. Raises DeleteRefused."""
 
 
 def open_store(config: BackupStoreConfig, *, chunk_size: int = 8 * 1024 * 1024) -> BackupStore:
@@ -113,6 +116,14 @@ class LocalStore:
         except BaseException:
             writer.abort()
             raise
+
+    def delete(self, name: str, generation: int | None = None) -> None:
+        try:
+            self._path(name).unlink()
+        except FileNotFoundError:
+            raise DeleteRefused(f"{self.url}{name} is already gone") from None
+        except PermissionError as exc:
+            raise DeleteRefused(f"{self.url}{name}: deletion refused ({exc.strerror})") from exc
 
     def local_path(self, name: str) -> Path:
         """The file itself: already on disk and seekable, so a restore needs no copy."""
@@ -302,6 +313,21 @@ class GcsStore:
         except _gcs_errors() as exc:
             raise translate_gcs_error(exc, url) from exc
         return self._describe(blob)
+
+    def delete(self, name: str, generation: int | None = None) -> None:
+        from google.api_core import exceptions as gexc
+
+        url = f"{self.url}{name}"
+        try:
+            # The generation pin: an object replaced since it was listed is not the one planned.
+            self._blob(name).delete(if_generation_match=generation)
+        except (gexc.Forbidden, gexc.PreconditionFailed, gexc.NotFound) as exc:
+            why = {gexc.Forbidden: "refused (an object hold or a retention policy?)",
+                   gexc.PreconditionFailed: "it changed since it was listed",
+                   gexc.NotFound: "it is already gone"}[type(exc)]
+            raise DeleteRefused(f"{url}: not deleted: {why}") from exc
+        except _gcs_errors() as exc:
+            raise translate_gcs_error(exc, url) from exc
 
     def read_bytes(self, name: str) -> bytes:
         url = f"{self.url}{name}"

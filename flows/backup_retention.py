@@ -1,0 +1,82 @@
+"""Duty `backup-retention`: delete old backups safely. A dry run unless `apply` is set.
+
+Runbook:
+  1. list the store's backups (by real creation time) and which one last passed verification,
+  2. plan: keep_last, then the newest per day/ISO week/month (GFS), min_keep, the verified one;
+     refuse to delete anything if no backup arrived within the RPO,
+  3. report the plan; only with `apply`: delete each planned backup, its dump first and its
+     manifest last, each pinned to the generation that was listed. An object the store will not
+     delete (a hold, a retention lock) is skipped and reported.
+"""
+
+from __future__ import annotations
+
+from zoneinfo import ZoneInfo
+
+from prefect import flow, task
+from prefect.cache_policies import NO_CACHE
+
+from flows._duty import finish_duty, load_duty_config, page_run_failure, start_report, utcnow
+from flows.backup_verification import list_backups
+from maint.config import BackupStoreConfig
+from maint.errors import DeleteRefused, MaintError
+from maint.report import Finding, Severity
+from maint.retention import Decision, plan_retention
+from tasks.state import last_verified
+from tasks.storage import open_store
+
+
+@task(name="delete-backups", cache_policy=NO_CACHE)
+def delete_backups(store_config: BackupStoreConfig, deletions: list[Decision]) -> list[tuple[str, str]]:
+    """Delete dump then manifest for each; returns (url, problem) for what was not deleted.
+
+    The manifest goes last: a dump without a manifest looks incomplete, never the reverse."""
+    store = open_store(store_config)
+    refused = []
+    for decision in deletions:
+        backup = decision.backup
+        try:
+            store.delete(backup.name, generation=backup.generation)
+            if backup.manifest_name:
+                store.delete(backup.manifest_name, generation=backup.manifest_generation)
+        except DeleteRefused as exc:
+            refused.append((backup.url, str(exc)))
+    return refused
+
+
+@flow(name="backup-retention", on_failure=[page_run_failure], on_crashed=[page_run_failure])
+def backup_retention(config_path: str | None = None, apply: bool = False) -> dict:
+    """Weekly: plan which backups to keep (GFS) and, only with `apply`, delete the rest."""
+    config = load_duty_config(config_path, "backup-retention")
+    policy = config.retention
+    store_config = config.store(policy.store)
+    report = start_report("backup-retention")
+    now = utcnow()
+    try:
+        backups = list_backups(store_config)
+    except MaintError as exc:
+        report.add(Finding("retention", store_config.url, Severity.CRITICAL, str(exc),
+                           f"check that {store_config.url} exists and may be listed"))
+        return finish_duty(report, config)
+    plan = plan_retention(backups, policy, now, rpo=store_config.rpo, verified=last_verified(store_config.name),
+                          zone=ZoneInfo(config.timezone))
+    report.details["plan"] = [{"backup": d.backup.name, "created": d.backup.created_at.isoformat(timespec="seconds"),
+                               "decision": "keep" if d.keep else "delete", "why": "; ".join(d.reasons)}
+                              for d in plan.decisions]
+    if plan.refused:
+        report.add(Finding("retention", store_config.url, Severity.WARNING, plan.refused,
+                           "run `maint run backup-verification` and look at the backup job's recent runs"))
+        return finish_duty(report, config)
+    deletions = plan.deletions
+    summary = f"{len(backups)} backups: keep {len(backups) - len(deletions)}, delete {len(deletions)}"
+    if not apply:
+        report.add(Finding("retention", store_config.url, Severity.OK,
+                           f"dry run: {summary}; nothing deleted (run with --apply to delete)"))
+        return finish_duty(report, config)
+    refused = delete_backups(store_config, deletions) if deletions else []
+    for url, problem in refused:
+        report.add(Finding("retention-skipped", url, Severity.WARNING, problem,
+                           "release the hold or wait for the retention lock, if the backup should go"))
+    report.add(Finding("retention", store_config.url, Severity.OK,
+                       f"{summary}: deleted {len(deletions) - len(refused)}, skipped {len(refused)}"))
+    return finish_duty(report, config)
