@@ -27,7 +27,7 @@ from prefect.tasks import exponential_backoff
 
 from flows._duty import finish_duty, is_transient, load_duty_config, page_run_failure, start_report, utcnow
 from flows.backup_verification import list_backups
-from maint.config import BackupStoreConfig, DatabaseConfig, MaintConfig, SqlCheckConfig
+from maint.config import BackupStoreConfig, DatabaseConfig, SqlCheckConfig
 from maint.durations import format_bytes
 from maint.errors import MaintError
 from maint.health import assess_sql_check
@@ -104,23 +104,26 @@ def drop_scratch(server: DatabaseConfig, name: str, rules: ScratchRules) -> None
 class _Progress:
     """A Prefect progress artifact and a log line per phase."""
 
-    def __init__(self, phases: int):
-        self.phases, self.done = phases, 0
-        self.artifact_id = create_progress_artifact(progress=0.0, key="restore-test-progress",
-                                                    description="restore test: phases done")
+    def __init__(self, phases: int, timeline: list | None):
+        self.phases, self.done, self.timeline = phases, 0, timeline
+        self.artifact_id = create_progress_artifact(progress=0.0, key="restore-progress",
+                                                    description="restore: phases done")
 
     def phase(self, text: str) -> None:
         self.done += 1
-        log.info("restore test %d/%d: %s", self.done, self.phases, text)
+        log.info("restore %d/%d: %s", self.done, self.phases, text)
         update_progress_artifact(artifact_id=self.artifact_id, progress=100.0 * self.done / self.phases)
+        if self.timeline is not None:
+            self.timeline.append((utcnow(), text))
 
 
-def restore_and_validate(config: MaintConfig, report: Report, store_config: BackupStoreConfig,
+def restore_and_validate(report: Report, store_config: BackupStoreConfig,
                          server: DatabaseConfig, entry: BackupEntry, rules: ScratchRules, jobs: int,
-                         sql_checks: list[SqlCheckConfig], now) -> dict[str, float]:
+                         sql_checks: list[SqlCheckConfig], now, timeline: list | None = None) -> dict[str, float]:
     """Steps 3 to 6, shared with the DR drill: fetch, create, restore, validate, always drop.
-    Returns the phase timings in seconds; findings go into `report`."""
-    progress = _Progress(phases=5)
+    Returns the phase timings in seconds; findings go into `report`; each phase's end goes into
+    `timeline` as (time, event) when one is given."""
+    progress = _Progress(phases=5, timeline=timeline)
     timings: dict[str, float] = {}
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="maint-restore-") as workdir:
@@ -146,6 +149,7 @@ def restore_and_validate(config: MaintConfig, report: Report, store_config: Back
             for check in sql_checks:
                 report.add(run_sql_check_on_scratch(server, name, check))
             timings["validation_seconds"] = time.monotonic() - clock
+            timings["validated_at"] = time.time()
             progress.phase(f"validated in {timings['validation_seconds']:.1f}s")
         finally:
             drop_scratch(server, name, rules)
@@ -174,9 +178,10 @@ def restore_test(config_path: str | None = None) -> dict:
                                "nothing to restore: is the backup job running?"))
             return finish_duty(report, config)
         newest = newest_first(entries)[0]
-        timings = restore_and_validate(config, report, store_config, server, newest, rules, rt.jobs,
+        timings = restore_and_validate(report, store_config, server, newest, rules, rt.jobs,
                                        rt.sql_checks, now)
-        report.details.update({"backup": newest.url, **{k: round(v, 3) for k, v in timings.items()}})
+        report.details.update({"backup": newest.url,
+                               **{k: round(v, 3) for k, v in timings.items() if k.endswith("_seconds")}})
         report.details["measured RTO"] = f"{timings['restore_seconds']:.1f}s (restore time)"
     except MaintError as exc:
         report.add(Finding("restore", store_config.url, Severity.CRITICAL, str(exc),

@@ -37,6 +37,9 @@ IMPLEMENTED: dict[str, Duty] = {d.name: d for d in (
          ("backup", "restore")),
     Duty("backup-retention", "flows.backup_retention:backup_retention", "retention",
          "GFS retention planned by real creation time; deletes only with apply", ("backup", "retention")),
+    Duty("dr-drill", "flows.dr_drill:dr_drill", "dr_drill",
+         "simulated loss: verify and restore the newest backup, measure RTO/RPO, write the drill record",
+         ("backup", "restore", "dr")),
 )}
 
 

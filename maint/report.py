@@ -120,10 +120,13 @@ class Report:
                 lines.append(f"  [{f.severity.value.upper():8}] {f.check}: {f.message}")
                 if f.hint and f.severity is not Severity.OK:
                     lines.append(f"             -> {f.hint}")
+        blocks = []
         for key, value in self.details.items():
-            if isinstance(value, (str, int, float)):
+            if isinstance(value, str) and "\n" in value:
+                blocks.append(value)  # a document of its own, such as the DR drill record
+            elif isinstance(value, (str, int, float)):
                 lines.append(f"  {key}: {value}")
-        return "\n".join(lines)
+        return "\n".join(lines + [f"\n{block}" for block in blocks])
 
     def to_markdown(self, flow_run_url: str | None = None) -> str:
         """The run's report artifact: readable in the Prefect UI by someone woken at 3am."""
@@ -137,7 +140,8 @@ class Report:
             cells = [f"{_ICON[f.severity]} {f.severity.value}", f.check, f"`{f.subject}`",
                      f.message, f.hint if f.severity is not Severity.OK else ""]
             out.append("| " + " | ".join(_md_cell(c) for c in cells) + " |")
-        scalar_details = {k: v for k, v in self.details.items() if isinstance(v, (str, int, float))}
+        scalar_details = {k: v for k, v in self.details.items()
+                          if isinstance(v, (int, float)) or isinstance(v, str) and "\n" not in v}
         if scalar_details:
             out += ["", "## Details", ""]
             out += [f"- **{k}**: {_md_cell(str(v))}" for k, v in scalar_details.items()]

@@ -1,0 +1,562 @@
+"""Benchmark: maint's restore test against a plain `pg_restore -j 2`, on the same dump, in one run.
+
+    .venv/bin/python bench/restore.py [--size-mib 500] [--repeat 1] [--jobs 2] [--workdir DIR] [--keep]
+
+Starts a throwaway PostgreSQL (maint.demo.ThrowawayPostgres, max_wal_size raised so checkpoints
+come from the explicit CHECKPOINT before every timed run rather than at random) and a Prefect API
+(the test harness). Fills a database with a small shop: customers, orders, order_items,
+documents (poorly compressible base64 bodies) and events (jsonb), with primary keys, secondary
+indexes, a unique index and foreign keys, so a restore has COPY, index and FK work for its
+workers. The rows per "order" are calibrated on a tiny database first so that the custom-format
+dump comes out at about --size-mib. Each database is backed up by maint's own `backup` duty into a
+local file:// store (so the dump has a manifest with exact row counts), then dropped.
+
+Warm-up (untimed): the tiny database's backup and one `restore-test` flow run on its store, so the
+Prefect API's startup and the first flow run's imports are not counted.
+
+Then, `--repeat` rounds on the large dump (alternating which goes first), each after a CHECKPOINT:
+
+  plain   createdb bench_plain_N && pg_restore -j JOBS --no-owner -d bench_plain_N FILE
+          (PG* environment variables and PGPASSWORD), then, untimed: table sizes, exact counts of
+          every table twice (what maint's validation does: the first pass on a fresh restore also
+          sets hint bits), and DROP DATABASE;
+  maint   the whole `restore-test` flow in-process (flows.restore_test.restore_test) on the same
+          store, [restore_test] jobs = JOBS, server = the same [[databases]] entry: find the
+          newest backup, fetch it (a local store's file is used in place), create the scratch
+          database, pg_restore, validate every table's exact row count against the manifest,
+          drop the scratch database, publish the report.
+
+For every timed run it also records the CPU seconds of this benchmark's own processes (this
+Python, its children such as pg_restore and the Prefect API server, and every PostgreSQL
+backend) and of the whole machine from /proc, so CPU taken by other processes on a shared
+machine is visible.
+
+Prints both wall times, maint's own phase timings from the report's details (download, restore,
+validation, total), the ratio maint / plain with PASS/FAIL against the 1.10 target, how much of
+maint's time is validation, and the ratio of maint's restore phase alone to the plain run. A
+measurement, not a test: exits 0 whatever the figures, non-zero only if the benchmark breaks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("DO_NOT_TRACK", "1")
+_pg_bins = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
+if _pg_bins and _pg_bins[-1] not in os.environ["PATH"].split(os.pathsep):
+    os.environ["PATH"] += os.pathsep + _pg_bins[-1]
+
+import psycopg  # noqa: E402
+from psycopg import sql  # noqa: E402
+
+from maint.demo import ThrowawayPostgres  # noqa: E402
+
+MIB = 1024 * 1024
+PASSWORD_ENV = "MAINT_BENCH_RESTORE_PASSWORD"
+RATIO_TARGET = 1.10
+SCRATCH_PREFIX = "maint_scratch_"
+TINY_MIB = 4
+_GUESS_DUMP_BYTES_PER_UNIT = 320.0  # one order and what hangs off it; calibrated on the tiny database
+_BATCH_UNITS = 50_000
+SERVER_SETTINGS = {"max_wal_size": "4GB", "checkpoint_timeout": "30min"}
+
+
+def say(text: str = "") -> None:
+    print(text, flush=True)
+
+
+# --- data -----------------------------------------------------------------------------------------
+
+SCHEMA = """
+CREATE TABLE customers (id bigint NOT NULL, name text NOT NULL, email text NOT NULL, country char(2) NOT NULL,
+                        created_at timestamptz NOT NULL);
+CREATE TABLE orders (id bigint NOT NULL, customer_id bigint NOT NULL, status text NOT NULL,
+                     total_cents bigint NOT NULL, currency char(3) NOT NULL, placed_at timestamptz NOT NULL,
+                     note text);
+CREATE TABLE order_items (order_id bigint NOT NULL, line int NOT NULL, sku text NOT NULL, quantity int NOT NULL,
+                          price_cents bigint NOT NULL);
+CREATE TABLE documents (id bigint NOT NULL, order_id bigint NOT NULL, kind text NOT NULL, body text NOT NULL);
+CREATE TABLE events (id bigint NOT NULL, at timestamptz NOT NULL, kind text NOT NULL, payload jsonb NOT NULL);
+"""
+
+# One "unit" is one order: 3 items, half a document, 2 events, a tenth of a customer.
+LOADS = {
+    "customers": """INSERT INTO customers SELECT g, 'Customer ' || g, 'c' || g || '@example.com',
+        (ARRAY['TW','DE','US','FR','JP'])[1 + g %% 5], '2020-01-01'::timestamptz + g * interval '37 seconds'
+        FROM generate_series(%(lo)s::bigint, %(hi)s::bigint) g""",
+    "orders": """INSERT INTO orders SELECT g, 1 + (g * 7919) %% %(customers)s,
+        (ARRAY['placed','paid','shipped','delivered','returned'])[1 + g %% 5], (g * 7717) %% 500000, 'EUR',
+        '2021-01-01'::timestamptz + g * interval '17 seconds',
+        CASE WHEN g %% 4 = 0 THEN NULL ELSE 'gift note ' || md5(g::text) END
+        FROM generate_series(%(lo)s::bigint, %(hi)s::bigint) g""",
+    "order_items": """INSERT INTO order_items SELECT o, l, 'SKU-' || lpad(((o * l * 31) %% 20000)::text, 6, '0'),
+        1 + (o + l) %% 5, 100 + (o * 13 + l * 7) %% 99900
+        FROM generate_series(%(lo)s::bigint, %(hi)s::bigint) o, generate_series(1, 3) l""",
+    "documents": """INSERT INTO documents SELECT g / 2, g, 'invoice',
+        encode(sha512(('a' || g)::bytea) || sha512(('b' || g)::bytea) || sha512(('c' || g)::bytea)
+               || sha512(('d' || g)::bytea), 'base64')
+        FROM generate_series(%(lo)s::bigint, %(hi)s::bigint) g WHERE g %% 2 = 0""",
+    "events": """INSERT INTO events SELECT 2 * g + k, '2021-01-01'::timestamptz + g * interval '17 seconds'
+        + k * interval '1 minute', (ARRAY['view','cart','checkout','payment'])[1 + (g + k) %% 4],
+        jsonb_build_object('order_id', g, 'ip', '10.' || (g %% 256) || '.' || (g / 256 %% 256) || '.' || k,
+                           'agent', 'Mozilla/5.0 (X11; Linux x86_64) shop-frontend/4.2', 'session', md5(g::text || k))
+        FROM generate_series(%(lo)s::bigint, %(hi)s::bigint) g, generate_series(0, 1) k""",
+}
+
+CONSTRAINTS = [  # phase 1: keys and indexes, phase 2: foreign keys (need the referenced keys)
+    ["ALTER TABLE customers ADD PRIMARY KEY (id)",
+     "CREATE UNIQUE INDEX customers_email ON customers (email)",
+     "ALTER TABLE orders ADD PRIMARY KEY (id)",
+     "CREATE INDEX orders_customer_id ON orders (customer_id)",
+     "CREATE INDEX orders_placed_at ON orders (placed_at)",
+     "ALTER TABLE order_items ADD PRIMARY KEY (order_id, line)",
+     "CREATE INDEX order_items_sku ON order_items (sku)",
+     "ALTER TABLE documents ADD PRIMARY KEY (id)",
+     "ALTER TABLE events ADD PRIMARY KEY (id)",
+     "CREATE INDEX events_at ON events (at)"],
+    ["ALTER TABLE orders ADD FOREIGN KEY (customer_id) REFERENCES customers",
+     "ALTER TABLE order_items ADD FOREIGN KEY (order_id) REFERENCES orders",
+     "ALTER TABLE documents ADD FOREIGN KEY (order_id) REFERENCES orders"],
+]
+
+
+def in_parallel(server: ThrowawayPostgres, dbname: str, jobs: list[tuple[str, dict | None]], workers: int = 2) -> None:
+    """Run the statements on `workers` connections (two cores), in list order."""
+    pending, lock, errors = list(jobs), threading.Lock(), []
+
+    def worker() -> None:
+        try:
+            with server.connect(dbname, autocommit=True) as conn:
+                while True:
+                    with lock:
+                        if not pending or errors:
+                            return
+                        statement, params = pending.pop(0)
+                    conn.execute(statement, params)
+        except BaseException as exc:  # noqa: BLE001 - re-raised below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker) for _ in range(workers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+
+
+def generate(server: ThrowawayPostgres, dbname: str, units: int) -> float:
+    started = time.monotonic()
+    server.create_database(dbname)
+    with server.connect(dbname, autocommit=True) as conn:
+        conn.execute(SCHEMA)
+    customers = max(1, units // 10)
+    jobs: list[tuple[str, dict | None]] = []
+    for table, statement in LOADS.items():
+        count = customers if table == "customers" else units
+        for lo in range(1, count + 1, _BATCH_UNITS):
+            params = {"lo": lo, "hi": min(lo + _BATCH_UNITS - 1, count), "customers": customers}
+            jobs.append((statement, params))
+    in_parallel(server, dbname, jobs)
+    for phase in CONSTRAINTS:
+        in_parallel(server, dbname, [(s, None) for s in phase])
+    with server.connect(dbname, autocommit=True) as conn:
+        conn.execute("ANALYZE")
+    return time.monotonic() - started
+
+
+def write_config(path: Path, server: ThrowawayPostgres, dbname: str, store: Path, jobs: int) -> Path:
+    """The same shape as tests/conftest.py write_config, plus [restore_test] on the same server."""
+    path.write_text(f"""
+timezone = "UTC"
+
+[notify]
+page_on = ["critical"]
+
+[[databases]]
+name = "bench"
+host = "{server.host}"
+port = {server.port}
+dbname = "{dbname}"
+user = "{server.superuser}"
+password_env = "{PASSWORD_ENV}"
+sslmode = "disable"
+connect_timeout = "10s"
+
+[[backup_stores]]
+name = "bench-dumps"
+url = "file://{store}/"
+database = "bench"
+rpo = "26h"
+
+[backup]
+database = "bench"
+store = "bench-dumps"
+
+[restore_test]
+store = "bench-dumps"
+server = "bench"
+scratch_prefix = "{SCRATCH_PREFIX}"
+jobs = {jobs}
+
+[schedules]
+backup = "0 1 * * *"
+""")
+    return path
+
+
+def make_backup(config: Path, store: Path) -> tuple[Path, float]:
+    from flows.backup import backup
+
+    started = time.monotonic()
+    state = backup(config_path=str(config), return_state=True)
+    result = state.result(raise_on_failure=False)
+    elapsed = time.monotonic() - started
+    if not (isinstance(result, dict) and result.get("status") == "ok"):
+        raise RuntimeError(f"the backup duty did not succeed: {result!r}")
+    dumps = sorted(store.glob("*.dump"))
+    if len(dumps) != 1 or not Path(f"{dumps[0]}.manifest.json").exists():
+        raise RuntimeError(f"expected one dump with a manifest in {store}, found {dumps}")
+    return dumps[0], elapsed
+
+
+# --- CPU accounting -------------------------------------------------------------------------------
+
+_HZ = os.sysconf("SC_CLK_TCK")
+
+
+def _proc_stat(pid: int) -> tuple[int, int] | None:
+    """(ppid, utime+stime+cutime+cstime in ticks) of a live process."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = text[text.rindex(")") + 2:].split()
+    return int(fields[1]), sum(int(fields[i]) for i in (11, 12, 13, 14))
+
+
+def tree_cpu_seconds(roots: list[int]) -> float:
+    """CPU seconds of the live processes under `roots`, with what they reaped from dead children."""
+    table = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            stat = _proc_stat(int(entry))
+            if stat:
+                table[int(entry)] = stat
+    children: dict[int, list[int]] = {}
+    for pid, (ppid, _) in table.items():
+        children.setdefault(ppid, []).append(pid)
+    total, todo, seen = 0, list(roots), set()
+    while todo:
+        pid = todo.pop()
+        if pid in seen or pid not in table:
+            continue
+        seen.add(pid)
+        total += table[pid][1]
+        todo += children.get(pid, [])
+    return total / _HZ
+
+
+def machine_busy_seconds() -> float:
+    fields = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    user, nice, system, idle, iowait, irq, softirq = fields[:7]
+    return (user + nice + system + irq + softirq) / _HZ
+
+
+def load_average() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+class CpuMeter:
+    """Wall time, this benchmark's CPU (Python + children + PostgreSQL) and the machine's CPU."""
+
+    def __init__(self, postmaster_pid: int):
+        self.roots = [os.getpid(), postmaster_pid]
+
+    def __enter__(self) -> "CpuMeter":
+        self.load_before = load_average()
+        self._ours, self._machine = tree_cpu_seconds(self.roots), machine_busy_seconds()
+        self._wall = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.wall = time.perf_counter() - self._wall
+        self.ours = tree_cpu_seconds(self.roots) - self._ours
+        self.machine = machine_busy_seconds() - self._machine
+        self.others = max(0.0, self.machine - self.ours)
+        self.load_after = load_average()
+
+    def line(self) -> str:
+        cores = os.cpu_count() or 1
+        return (f"wall {self.wall:.2f}s; CPU: this benchmark {self.ours:.1f}s, other processes {self.others:.1f}s, "
+                f"machine {self.machine:.1f}s of {cores * self.wall:.1f}s available; "
+                f"load {self.load_before} -> {self.load_after}")
+
+
+# --- the two contenders ---------------------------------------------------------------------------
+
+def checkpoint(server: ThrowawayPostgres) -> None:
+    with server.connect(autocommit=True) as conn:
+        conn.execute("CHECKPOINT")
+    os.sync()
+
+
+def pg_env(server: ThrowawayPostgres) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update({"PGHOST": server.host, "PGPORT": str(server.port), "PGUSER": server.superuser,
+                "PGPASSWORD": server.password, "PGDATABASE": "postgres", "PGSSLMODE": "disable"})
+    return env
+
+
+def run_command(argv: list[str], env: dict[str, str]) -> float:
+    started = time.perf_counter()
+    done = subprocess.run(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    elapsed = time.perf_counter() - started
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)} failed ({done.returncode}): {done.stderr.decode(errors='replace')[-800:]}")
+    return elapsed
+
+
+def plain_restore(server: ThrowawayPostgres, dump: Path, dbname: str, jobs: int) -> dict[str, float]:
+    env = pg_env(server)
+    createdb = run_command(["createdb", dbname], env)
+    restore = run_command(["pg_restore", f"--jobs={jobs}", "--no-owner", f"--dbname={dbname}", str(dump)], env)
+    return {"createdb": createdb, "pg_restore": restore}
+
+
+def table_sizes(server: ThrowawayPostgres, dbname: str) -> list[tuple[str, int, int]]:
+    with server.connect(dbname) as conn:
+        return conn.execute("""
+            SELECT c.relname, pg_table_size(c.oid), pg_indexes_size(c.oid) FROM pg_class c
+            JOIN pg_namespace n ON n.oid = c.relnamespace
+            WHERE c.relkind = 'r' AND n.nspname = 'public' ORDER BY pg_table_size(c.oid) DESC""").fetchall()
+
+
+def exact_counts(server: ThrowawayPostgres, dbname: str) -> tuple[float, dict[str, tuple[int, float]]]:
+    """What maint's validation does: one connection, one transaction, count(*) of every table in turn."""
+    found = {}
+    started = time.perf_counter()
+    with server.connect(dbname) as conn:
+        tables = [r[0] for r in conn.execute("SELECT c.relname FROM pg_class c JOIN pg_namespace n ON "
+                                             "n.oid = c.relnamespace WHERE c.relkind = 'r' AND n.nspname = 'public' "
+                                             "ORDER BY 1")]
+        for table in tables:
+            clock = time.perf_counter()
+            rows = conn.execute(sql.SQL("SELECT count(*) FROM ONLY public.{}").format(sql.Identifier(table))).fetchone()[0]
+            found[table] = (rows, time.perf_counter() - clock)
+    return time.perf_counter() - started, found
+
+
+def drop_database(server: ThrowawayPostgres, dbname: str) -> None:
+    with server.connect(autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(dbname)))
+
+
+def maint_restore_test(config: Path) -> tuple[float, dict]:
+    from flows.restore_test import restore_test
+
+    started = time.perf_counter()
+    state = restore_test(config_path=str(config), return_state=True)
+    result = state.result(raise_on_failure=False)
+    elapsed = time.perf_counter() - started
+    if not (isinstance(result, dict) and result.get("status") == "ok"):
+        raise RuntimeError(f"restore-test did not report ok: {result!r}")
+    return elapsed, result
+
+
+def scratch_databases(server: ThrowawayPostgres) -> list[str]:
+    with server.connect() as conn:
+        return [r[0] for r in conn.execute("SELECT datname FROM pg_database WHERE datname LIKE %s",
+                                           (SCRATCH_PREFIX.replace("_", "\\_") + "%",))]
+
+
+# --- main -----------------------------------------------------------------------------------------
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--size-mib", type=int, default=500, help="size of the dump, MiB (default 500)")
+    parser.add_argument("--repeat", type=int, default=1, help="timed rounds; the best of each is reported (default 1)")
+    parser.add_argument("--jobs", type=int, default=2, help="pg_restore workers for both (default 2)")
+    parser.add_argument("--workdir", help="where stores and configs go (default: a new directory under /tmp)")
+    parser.add_argument("--keep", action="store_true", help="keep the workdir at the end")
+    args = parser.parse_args(argv)
+    if args.size_mib < 1 or args.repeat < 1 or args.jobs < 1:
+        parser.error("--size-mib, --repeat and --jobs must be positive")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    created = args.workdir is None
+    work = Path(args.workdir or tempfile.mkdtemp(prefix="maint-bench-restore-", dir="/tmp")).resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    try:
+        return run(args, work)
+    finally:
+        if args.keep:
+            say(f"\nworkdir kept: {work}")
+        elif created:
+            shutil.rmtree(work, ignore_errors=True)
+        else:
+            for name in ("store-tiny", "store-large", "tiny.toml", "large.toml"):
+                target = work / name
+                shutil.rmtree(target, ignore_errors=True) if target.is_dir() else target.unlink(missing_ok=True)
+
+
+def run(args: argparse.Namespace, work: Path) -> int:
+    from prefect.settings import PREFECT_API_URL
+    from prefect.testing.utilities import prefect_test_harness
+
+    clock = time.monotonic()
+    say(f"== maint restore benchmark: workdir {work}, {os.cpu_count()} CPU(s), {shutil.which('pg_restore')} "
+        f"({subprocess.run(['pg_restore', '--version'], capture_output=True, text=True).stdout.strip()}), "
+        f"Python {sys.version.split()[0]}; load average {load_average()}")
+    stores = {k: work / f"store-{k}" for k in ("tiny", "large")}
+    for store in stores.values():
+        store.mkdir()
+    with ThrowawayPostgres(settings=SERVER_SETTINGS) as server, prefect_test_harness(server_startup_timeout=120):
+        os.environ[PASSWORD_ENV] = server.password
+        postmaster = int((server.datadir / "postmaster.pid").read_text().split()[0])
+        say(f"   PostgreSQL on {server.host}:{server.port} (settings {server.settings}); "
+            f"Prefect API (test harness) at {PREFECT_API_URL.value()}")
+        configs = {k: write_config(work / f"{k}.toml", server, f"bench_{k}", stores[k], args.jobs) for k in stores}
+        dumps: dict[str, Path] = {}
+        manifests_rows: dict[str, int] = {}
+        per_unit = _GUESS_DUMP_BYTES_PER_UNIT
+        for kind, mib in (("tiny", TINY_MIB), ("large", args.size_mib)):
+            units = max(100, int(mib * MIB / per_unit))
+            say(f"\n== generating bench_{kind}: {units:,} orders (with their customers, items, documents, events) "
+                f"for a ~{mib} MiB dump")
+            seconds = generate(server, f"bench_{kind}", units)
+            with server.connect(f"bench_{kind}") as conn:
+                db_bytes = conn.execute("SELECT pg_database_size(current_database())").fetchone()[0]
+            say(f"   generated in {seconds:.1f}s ({db_bytes / MIB:.0f} MiB on disk); "
+                f"taking the backup with maint's `backup` duty")
+            dumps[kind], seconds = make_backup(configs[kind], stores[kind])
+            size = dumps[kind].stat().st_size
+            per_unit = size / units  # calibrates the large one on the tiny one
+            manifest = json.loads(Path(f"{dumps[kind]}.manifest.json").read_text())
+            manifests_rows[kind] = sum(t["rows"] for t in manifest["tables"])
+            say(f"   {dumps[kind].name}: {size:,} bytes ({size / MIB:.1f} MiB) in {seconds:.1f}s; manifest: "
+                f"{len(manifest['tables'])} tables, {manifests_rows[kind]:,} rows")
+            drop_database(server, f"bench_{kind}")  # the dump is all the restore needs
+        large = dumps["large"]
+
+        say("\n== warming up: one restore-test flow run on the tiny store (Prefect API, imports, first flow run)")
+        warm, _ = maint_restore_test(configs["tiny"])
+        say(f"   {warm:.2f}s")
+
+        say(f"\n== timing on {large} ({large.stat().st_size:,} bytes), {args.repeat} round(s), jobs = {args.jobs}; "
+            "the dump is in the page cache for both (written moments ago; 24 GiB of RAM)")
+        plain_runs: list[dict] = []
+        maint_runs: list[dict] = []
+        for round_no in range(1, args.repeat + 1):
+            order = ("plain", "maint") if round_no % 2 else ("maint", "plain")
+            for contender in order:
+                checkpoint(server)
+                if contender == "plain":
+                    dbname = f"bench_plain_{round_no}"
+                    with CpuMeter(postmaster) as meter:
+                        parts = plain_restore(server, large, dbname, args.jobs)
+                    sizes = table_sizes(server, dbname)
+                    with server.connect(dbname) as conn:
+                        db_bytes = conn.execute("SELECT pg_database_size(current_database())").fetchone()[0]
+                    count_first, counted = exact_counts(server, dbname)
+                    count_second, _ = exact_counts(server, dbname)
+                    drop_database(server, dbname)
+                    if sum(rows for rows, _ in counted.values()) != manifests_rows["large"]:
+                        raise RuntimeError(f"the plain restore holds {counted}, the manifest "
+                                           f"{manifests_rows['large']:,} rows")
+                    plain_runs.append({"wall": meter.wall, **parts, "meter": meter, "sizes": sizes,
+                                       "db_bytes": db_bytes, "count_first": count_first,
+                                       "count_second": count_second, "counted": counted})
+                    say(f"   round {round_no} plain: createdb {parts['createdb']:.2f}s + pg_restore "
+                        f"{parts['pg_restore']:.2f}s; {meter.line()}")
+                    say(f"     (untimed: exact counts on the fresh restore {count_first:.2f}s, again "
+                        f"{count_second:.2f}s; database {db_bytes / MIB:.0f} MiB, dropped)")
+                else:
+                    with CpuMeter(postmaster) as meter:
+                        _, report = maint_restore_test(configs["large"])
+                    leftovers = scratch_databases(server)
+                    if leftovers:
+                        raise RuntimeError(f"maint left scratch databases behind: {leftovers}")
+                    details = report["details"]
+                    maint_runs.append({"wall": meter.wall, "meter": meter, "details": details,
+                                       "findings": report["findings"]})
+                    say(f"   round {round_no} maint: download {details['download_seconds']:.2f}s, restore "
+                        f"{details['restore_seconds']:.2f}s, validation {details['validation_seconds']:.2f}s, "
+                        f"total {details['total_seconds']:.2f}s; {meter.line()}")
+
+    best_plain = min(plain_runs, key=lambda r: r["wall"])
+    best_maint = min(maint_runs, key=lambda r: r["wall"])
+    plain = best_plain["wall"]
+    d = best_maint["details"]
+    maint_wall = best_maint["wall"]
+    ratio = maint_wall / plain
+    ratio_total = d["total_seconds"] / plain
+    ratio_restore = d["restore_seconds"] / plain
+    create_drop = d["total_seconds"] - d["download_seconds"] - d["restore_seconds"] - d["validation_seconds"]
+    outside = maint_wall - d["total_seconds"]
+    size = large.stat().st_size
+
+    def verdict(ok: bool) -> str:
+        return "PASS" if ok else "FAIL"
+
+    say("\n" + "=" * 78)
+    say("RESULTS")
+    say("=" * 78)
+    say(f"dump: {large.name}, {size:,} bytes ({size / MIB:.1f} MiB), pg_dump --format=custom by maint's backup "
+        f"duty; {manifests_rows['large']:,} rows in its manifest")
+    say(f"restored database: {best_plain['db_bytes'] / MIB:.0f} MiB; tables (heap+toast / indexes, MiB; rows; "
+        f"exact count on the fresh restore):")
+    for name, heap, indexes in best_plain["sizes"]:
+        rows, seconds = best_plain["counted"][name]
+        say(f"  {name:<14}{heap / MIB:>8.0f}{indexes / MIB:>8.0f}{rows:>12,}{seconds:>8.2f}s")
+    say(f"\nwall times, best of {args.repeat} (all rounds in brackets):")
+    say(f"  plain: createdb + pg_restore -j {args.jobs} --no-owner   {plain:8.2f}s   "
+        "[" + ", ".join(f"{r['wall']:.2f}" for r in plain_runs) + "]")
+    say(f"  maint: the whole restore-test flow              {maint_wall:8.2f}s   "
+        "[" + ", ".join(f"{r['wall']:.2f}" for r in maint_runs) + "]")
+    say(f"\nmaint's own phases (report details of its best run):")
+    say(f"  download (a local store's file is used in place) {d['download_seconds']:8.2f}s")
+    say(f"  restore (pg_restore -j {args.jobs} into the scratch db)     {d['restore_seconds']:8.2f}s")
+    say(f"  validation (exact row count of every table)      {d['validation_seconds']:8.2f}s   "
+        f"{d['validation_seconds'] / maint_wall:.1%} of maint's wall time")
+    say(f"  create + drop scratch db, progress artifacts     {create_drop:8.2f}s")
+    say(f"  total (restore_and_validate)                     {d['total_seconds']:8.2f}s")
+    say(f"  outside it (config, leftovers, listing, report)  {outside:8.2f}s")
+    say(f"  plain createdb {best_plain['createdb']:.2f}s + pg_restore {best_plain['pg_restore']:.2f}s; the same "
+        f"counts on the plain restore took {best_plain['count_first']:.2f}s fresh, {best_plain['count_second']:.2f}s "
+        f"with hint bits set")
+    say(f"\nCPU during the best runs (this benchmark = Python, its children incl. the Prefect API, PostgreSQL):")
+    say(f"  plain: {best_plain['meter'].line()}")
+    say(f"  maint: {best_maint['meter'].line()}")
+    say(f"\nratios to the plain restore ({plain:.2f}s):")
+    say(f"  maint wall (whole flow) / plain          = {ratio:.3f}   target <= {RATIO_TARGET:.2f}  "
+        f"{verdict(ratio <= RATIO_TARGET)}")
+    say(f"  maint total_seconds (report) / plain     = {ratio_total:.3f}   (information)")
+    say(f"  maint restore phase / plain              = {ratio_restore:.3f}   (information)")
+    say(f"  without validation: (wall - validation) / plain = {(maint_wall - d['validation_seconds']) / plain:.3f}"
+        f"   (information)")
+    say(f"\nsummary: ratio {verdict(ratio <= RATIO_TARGET)} ({ratio:.3f}); benchmark took "
+        f"{time.monotonic() - clock:.0f}s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,78 @@
+"""Duty `dr-drill`: a monthly, measured disaster-recovery drill, written up as a drill record.
+
+Runbook:
+  1. declare a simulated loss of the database at t0,
+  2. find the newest backup and verify it (checksums and a full archive read),
+  3. restore it into a scratch database on the DR server, validate it, run the SQL checks and
+     drop the scratch database (the restore test's own steps),
+  4. measure RTO (t0 to validated restore) and RPO (t0 minus the backup's snapshot time) against
+     the targets, and write the record: summary, timeline, RTO/RPO, result, action items.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from prefect import flow
+from prefect.artifacts import create_markdown_artifact
+
+from flows._duty import finish_duty, flow_run_url, load_duty_config, page_run_failure, start_report, utcnow
+from flows.backup_verification import list_backups, read_backup_in_one_pass
+from flows.restore_test import ScratchRules, restore_and_validate
+from maint.drill import assess_objective, drill_record
+from maint.errors import MaintError
+from maint.report import Finding, Severity
+from maint.verification import assess_integrity, newest_first
+
+
+@flow(name="dr-drill", on_failure=[page_run_failure], on_crashed=[page_run_failure])
+def dr_drill(config_path: str | None = None) -> dict:
+    """Monthly: recover the database from its newest backup as if it were lost, and time it."""
+    config = load_duty_config(config_path, "dr-drill")
+    dd = config.dr_drill
+    store_config, server = config.store(dd.store), config.database(dd.server)
+    database = store_config.database
+    rules = ScratchRules(config.restore_test.scratch_prefix if config.restore_test else "maint_scratch_",
+                         frozenset(d.dbname for d in config.databases))
+    jobs = config.restore_test.jobs if config.restore_test else 2
+    report = start_report("dr-drill")
+    t0 = utcnow()
+    timeline: list[tuple[datetime, str]] = [(t0, f"simulated loss of database {database} declared")]
+    rto = rpo = None
+    try:
+        entries = list_backups(store_config)
+        if not entries:
+            raise MaintError(f"no backup in {store_config.url}: there is nothing to recover from")
+        newest = newest_first(entries)[0]
+        rpo = t0 - newest.created_at
+        timeline.append((utcnow(), f"newest backup found: {newest.url} (snapshot "
+                                   f"{newest.created_at.isoformat(timespec='seconds')})"))
+        integrity = assess_integrity(store_config.url, newest, read_backup_in_one_pass(store_config, newest))
+        for finding in integrity:
+            report.add(finding)
+        if any(f.severity is Severity.CRITICAL for f in integrity):
+            timeline.append((utcnow(), "backup verification FAILED: the drill stops; nothing was restored"))
+        else:
+            timeline.append((utcnow(), "backup verified: checksums match, archive reads in full"))
+            timings = restore_and_validate(report, store_config, server, newest, rules, jobs=jobs,
+                                           sql_checks=dd.sql_checks, now=t0, timeline=timeline)
+            if not any(f.severity is Severity.CRITICAL for f in report.findings):
+                rto = datetime.fromtimestamp(timings["validated_at"], timezone.utc) - t0
+            report.details.update({k: round(v, 3) for k, v in timings.items() if k.endswith("_seconds")})
+    except MaintError as exc:
+        timeline.append((utcnow(), f"FAILED: {exc}"))
+        report.add(Finding("drill", store_config.url, Severity.CRITICAL, str(exc),
+                           "the drill could not recover the database: fix this before a real loss does"))
+    if rto is not None:
+        report.add(assess_objective("rto", database, rto, dd.rto_target))
+    else:
+        report.add(Finding("rto", database, Severity.CRITICAL, "not reached: no validated restore",
+                           "see the failures above"))
+    if rpo is not None:
+        report.add(assess_objective("rpo", database, rpo, dd.rpo_target))
+    record = drill_record(database=database, store=store_config.url, t0=t0, timeline=timeline, rto=rto,
+                          rto_target=dd.rto_target, rpo=rpo, rpo_target=dd.rpo_target, findings=report.findings,
+                          flow_run_url=flow_run_url())
+    create_markdown_artifact(markdown=record, key="dr-drill-record", description=f"DR drill of {database}")
+    report.details["record"] = record
+    return finish_duty(report, config)
