@@ -454,7 +454,10 @@ def run(args: argparse.Namespace, work: Path) -> int:
             manifests_rows[kind] = sum(t["rows"] for t in manifest["tables"])
             say(f"   {dumps[kind].name}: {size:,} bytes ({size / MIB:.1f} MiB) in {seconds:.1f}s; manifest: "
                 f"{len(manifest['tables'])} tables, {manifests_rows[kind]:,} rows")
-            drop_database(server, f"bench_{kind}")  # the dump is all the restore needs
+            # The dump is all the restore needs; an empty database of the same name stays, since
+            # [restore_test].server is this [[databases]] entry and maint connects to its dbname.
+            drop_database(server, f"bench_{kind}")
+            server.create_database(f"bench_{kind}")
         large = dumps["large"]
 
         say("\n== warming up: one restore-test flow run on the tiny store (Prefect API, imports, first flow run)")

@@ -40,6 +40,8 @@ IMPLEMENTED: dict[str, Duty] = {d.name: d for d in (
     Duty("dr-drill", "flows.dr_drill:dr_drill", "dr_drill",
          "simulated loss: verify and restore the newest backup, measure RTO/RPO, write the drill record",
          ("backup", "restore", "dr")),
+    Duty("cert-check", "flows.cert_check:cert_check", "certificates",
+         "TLS certificates of HTTPS endpoints and PostgreSQL servers: chain, hostname, expiry", ("tls",)),
 )}
 
 
