@@ -33,7 +33,8 @@ class ThrowawayPostgres:
     initdb refuses to run as root, so as root the cluster belongs to the `postgres` user.
     TCP connections need a password (scram-sha-256), so wrong-password cases are real."""
 
-    def __init__(self, *, superuser: str = "postgres", settings: dict[str, str] | None = None):
+    def __init__(self, *, superuser: str = "postgres", settings: dict[str, str] | None = None,
+                 tls: tuple[bytes, bytes] | None = None):
         self.superuser = superuser
         self.password = secrets.token_urlsafe(18)
         self.host = "127.0.0.1"
@@ -44,7 +45,7 @@ class ThrowawayPostgres:
         self.datadir = self.base / "data"
         self.logfile = self.base / "postgres.log"
         self._run_as = "postgres" if os.geteuid() == 0 else None
-
+        self.tls = tls  # (certificate chain PEM, private key PEM): ssl = on
     def _run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         for program in ("initdb", "pg_ctl"):
             if args[0] == program and shutil.which(program) is None:
@@ -66,6 +67,8 @@ class ThrowawayPostgres:
         except subprocess.CalledProcessError as exc:
             raise RuntimeError(f"initdb failed: {exc.stderr.strip()}") from None
         pwfile.unlink()
+        if self.tls:
+            self._install_tls(*self.tls)
         with open(self.datadir / "postgresql.conf", "a") as conf:
             conf.write(f"\nport = {self.port}\nunix_socket_directories = '{self.base}'\n")
             for key, value in self.settings.items():
@@ -75,6 +78,17 @@ class ThrowawayPostgres:
         except subprocess.CalledProcessError:
             raise RuntimeError(f"PostgreSQL did not start:\n{self.log_tail()}") from None
         return self
+
+    def _install_tls(self, chain: bytes, key: bytes) -> None:
+        cert_file, key_file = self.base / "server.crt", self.base / "server.key"
+        cert_file.write_bytes(chain)
+        key_file.write_bytes(key)
+        os.chmod(key_file, 0o600)  # PostgreSQL refuses a key others can read
+        if self._run_as:
+            account = pwd.getpwnam(self._run_as)
+            for path in (cert_file, key_file):
+                os.chown(path, account.pw_uid, account.pw_gid)
+        self.settings.update({"ssl": "on", "ssl_cert_file": str(cert_file), "ssl_key_file": str(key_file)})
 
     def log_tail(self, lines: int = 20) -> str:
         try:
@@ -136,7 +150,8 @@ def load_sample_schema(server: ThrowawayPostgres, dbname: str) -> None:
         conn.execute(SAMPLE_SCHEMA)
 
 
-def demo_config(server: ThrowawayPostgres, store_dir: Path, corrupted_dir: Path, endpoint_url: str) -> str:
+def demo_config(server: ThrowawayPostgres, store_dir: Path, corrupted_dir: Path, endpoint_url: str,
+                ca_file: Path) -> str:
     return f"""# Written by `maint demo`: a throwaway PostgreSQL and a local backup store.
 timezone = "UTC"
 
@@ -150,7 +165,8 @@ port = {server.port}
 dbname = "shop"
 user = "{server.superuser}"
 password_env = "{DEMO_PASSWORD_ENV}"
-sslmode = "disable"
+sslmode = "verify-full"
+sslrootcert = "{ca_file}"
 
 [[backup_stores]]
 name = "demo-dumps"
@@ -185,11 +201,85 @@ name = "orders without a delivery date"
 sql = "SELECT id, placed_at FROM orders WHERE delivery_date IS NULL ORDER BY id"
 severity = "warning"
 
+[vacuum]
+databases = ["demo"]
+lock_timeout = "2s"
+window = "10m"
+
+[restore_test]
+store = "demo-dumps"
+server = "demo"                     # the demo's only server: scratch names keep them apart
+scratch_prefix = "maint_scratch_"
+jobs = 2
+
+[retention]                         # the demo only shows the plan: no --apply
+store = "demo-dumps"
+keep_last = 1
+keep_daily = 0
+keep_weekly = 0
+keep_monthly = 0
+min_keep = 1
+
+[dr_drill]
+store = "demo-dumps"
+server = "demo"
+rto_target = "30m"
+rpo_target = "26h"
+
+[[certificates]]
+host = "localhost"
+port = {server.port}
+protocol = "postgres"
+ca_file = "{ca_file}"
+warning_days = 28
+critical_days = 14
+
 [schedules]
 backup = "0 1 * * *"
 backup-verification = "0 6 * * *"
 health-check = "0 8 * * *"
+vacuum = "0 3 * * 1"
+restore-test = "0 4 * * 5"
+backup-retention = "0 5 * * 5"
+dr-drill = "0 4 1 * *"
+cert-check = "0 9 * * 1"
 """
+
+
+def demo_certificates(directory: Path) -> tuple[Path, bytes, bytes]:
+    """A throwaway CA and a server certificate for localhost/127.0.0.1: (CA file, chain, key)."""
+    import datetime as dt
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = dt.datetime.now(dt.timezone.utc)
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "maint demo CA")])
+    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
+          .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(hours=1))
+          .not_valid_after(now + dt.timedelta(days=365))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+          .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
+                                       content_commitment=False, key_encipherment=False, data_encipherment=False,
+                                       key_agreement=False, encipher_only=False, decipher_only=False), critical=True)
+          .sign(ca_key, hashes.SHA256()))
+    leaf = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
+            .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(hours=1)).not_valid_after(now + dt.timedelta(days=90))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost"),
+                                                        x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                           critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    directory.mkdir(parents=True, exist_ok=True)
+    ca_file = directory / "demo-ca.pem"
+    ca_file.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption())
+    return ca_file, leaf.public_bytes(serialization.Encoding.PEM), key_pem
 
 
 class _HealthEndpoint:
@@ -250,12 +340,13 @@ def run_demo(workdir: str) -> int:
     corrupted_dir.mkdir(parents=True, exist_ok=True)
     config_file = work / "maint.toml"
     print(f"== maint demo: starting a throwaway PostgreSQL ({shutil.which('postgres') or 'postgres'})", flush=True)
-    with ThrowawayPostgres() as server:
+    ca_file, chain, key = demo_certificates(work / "tls")
+    with ThrowawayPostgres(tls=(chain, key)) as server:
         server.create_database("shop")
         load_sample_schema(server, "shop")
         os.environ[DEMO_PASSWORD_ENV] = server.password
         endpoint = start_health_endpoint()
-        config_file.write_text(demo_config(server, store_dir, corrupted_dir, endpoint.url))
+        config_file.write_text(demo_config(server, store_dir, corrupted_dir, endpoint.url, ca_file))
         print(f"   PostgreSQL on {server.host}:{server.port}, database 'shop' loaded with a sample schema")
         print(f"   configuration: {config_file}")
         print(f"   backup store:  file://{store_dir}/", flush=True)
@@ -277,6 +368,14 @@ def run_demo(workdir: str) -> int:
         expected_and_got.append((1, step("maint run health-check (expected: WARNING, the sample data has orders "
                                          "without a delivery date)", "run", "health-check")))
         endpoint.shutdown()
+        expected_and_got.append((0, step("maint run vacuum --dry-run", "run", "vacuum", "--dry-run")))
+        expected_and_got.append((0, step("maint run vacuum", "run", "vacuum")))
+        expected_and_got.append((0, step("maint run restore-test", "run", "restore-test")))
+        expected_and_got.append((0, step("maint run backup-retention (a dry run: nothing is deleted)",
+                                         "run", "backup-retention")))
+        expected_and_got.append((0, step("maint run cert-check (PostgreSQL started with ssl = on)",
+                                         "run", "cert-check")))
+        expected_and_got.append((0, step("maint run dr-drill (prints the drill record)", "run", "dr-drill")))
         print(f"\n== files in {work}:")
         for path in sorted(work.rglob("*")):
             if path.is_file() and not path.name.startswith("."):
