@@ -485,6 +485,14 @@ def kubectl_note() -> str:
 
 # --- the whole run ----------------------------------------------------------------------------------
 
+def machine_load() -> str:
+    one, five, _ = os.getloadavg()
+    cpus = os.cpu_count() or 1
+    note = (f" -- the machine is busy with other work ({one:.1f} runnable on {cpus} CPUs): "
+            "expect noisy, slower figures" if one > cpus / 2 else "")
+    return f"load average {one:.2f} (1 min), {five:.2f} (5 min) on {cpus} CPU(s){note}"
+
+
 def fmt(seconds: float) -> str:
     return f"{seconds:8.3f} s"
 
@@ -519,6 +527,7 @@ def main(argv: list[str] | None = None) -> int:
     clock = time.monotonic()
     say(f"== maint health-check benchmark: {os.cpu_count()} CPU(s), Python {sys.version.split()[0]}, "
         f"{shutil.which('curl')}, {shutil.which('psql')}; workdir {work}")
+    say(f"   {machine_load()}")
     try:
         return run(args, work, console_log, clock)
     finally:
@@ -634,7 +643,8 @@ def run(args, work: Path, console_log: Path, clock: float) -> int:
         f" ({ratio:.1f}x; needs maint <= {loop / RATIO_TARGET:.2f}s)")
     say(f"   maint under {SECONDS_TARGET:g} s with the Prefect API up:  {'PASS' if best < SECONDS_TARGET else 'FAIL'}"
         f" (best {best:.2f}s, median {median:.2f}s)")
-    say(f"\n   benchmark took {time.monotonic() - clock:.0f}s; Prefect's console output went to a log "
+    say(f"\n   at the end: {machine_load()}")
+    say(f"   benchmark took {time.monotonic() - clock:.0f}s; Prefect's console output went to a log "
         "file (removed with the workdir)")
     return 0
 

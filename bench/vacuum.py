@@ -181,7 +181,7 @@ INSERT INTO {t}
 SELECT g, 1 + (g * 7919) % 50000,
        (ARRAY['new', 'paid', 'shipped', 'delivered', 'cancelled'])[1 + g % 5],
        (g * 37) % 100000, (ARRAY['EUR', 'USD', 'GBP'])[1 + g % 3],
-       CASE WHEN g % 3 = 0 THEN NULL ELSE repeat(md5(g::text), 1 + g % 3) END,
+       CASE WHEN g % 3 = 0 THEN NULL ELSE repeat(md5(g::text), (1 + g % 3)::int) END,
        '2026-01-01'::timestamptz + g * interval '1 minute', NULL
 FROM generate_series(1::bigint, {rows}) g
 """

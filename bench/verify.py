@@ -348,7 +348,8 @@ def run(args: argparse.Namespace, work: Path) -> int:
             verification_log.removeHandler(handler)
             verification_log.setLevel(old_level)
 
-        say("\n== peak RSS: a fresh `maint run backup-verification --json` process per backup")
+        say("\n== peak RSS: a fresh `maint run backup-verification --json` process per backup "
+            "(pointed at the Prefect API already up, so it starts no server of its own)")
         rss = {}
         for kind in ("small", "large"):
             rss[kind], _ = peak_rss_kib(configs[kind], api_url)

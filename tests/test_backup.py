@@ -223,6 +223,10 @@ def test_config_without_backup_section_cannot_run(pg, tmp_path, capsys):
     assert code == 3 and "[backup]" in err and out == ""
 
 
-def test_unimplemented_duty_cannot_run(tmp_path, capsys):
+def test_every_duty_has_a_flow_and_a_missing_config_file_cannot_run(tmp_path, capsys):
+    from maint.config import DUTIES
+    from maint.duties import IMPLEMENTED
+
+    assert set(IMPLEMENTED) == set(DUTIES)
     code, out, err = run_cli(capsys, "--config", str(tmp_path / "absent.toml"), "run", "dr-drill")
-    assert code == 3 and "not implemented" in err
+    assert code == 3 and "configuration file not found" in err and out == ""
