@@ -101,9 +101,10 @@ def finish_duty(report: Report, config: MaintConfig) -> Any:
     if flow_run.id:
         report.details["flow_run_id"] = str(flow_run.id)
     log = _logger()
-    for finding in report.findings:
-        level = {Severity.OK: logging.INFO, Severity.WARNING: logging.WARNING,
-                 Severity.CRITICAL: logging.ERROR}[finding.severity]
+    # Problems one line each; what passed as a count (the report artifact lists every finding,
+    # and a thousand log rows per run would only bury the problems).
+    for finding in report.problems():
+        level = logging.ERROR if finding.severity is Severity.CRITICAL else logging.WARNING
         log.log(level, "%s %s: %s", finding.check, finding.subject, finding.message)
     publish_report(report, url)
     notify_on_call(report, config, url)  # raises if undeliverable: the run must not look fine

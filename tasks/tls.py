@@ -8,6 +8,7 @@ certificate expired and what names it was issued for.
 
 from __future__ import annotations
 
+import functools
 import socket
 import ssl
 import struct
@@ -60,9 +61,22 @@ def _describe(cert: x509.Certificate, is_leaf: bool) -> CertInfo:
     return CertInfo(subject=subject, sans=sans, not_after=cert.not_valid_after_utc, is_leaf=is_leaf)
 
 
-def probe(target: CertificateConfig, timeout: float = 10.0) -> TlsProbe:
+def _verifying_context(ca_file: str) -> ssl.SSLContext:
+    return ssl.create_default_context(cafile=ca_file or None)
+
+
+@functools.lru_cache(maxsize=1)
+def _lenient_context() -> ssl.SSLContext:
+    """For reading what a server presents after verification failed; never for trusting it."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def probe(target: CertificateConfig, timeout: float = 10.0, verifying: ssl.SSLContext | None = None) -> TlsProbe:
     name = f"{target.host}:{target.port}"
-    verifying = ssl.create_default_context(cafile=target.ca_file or None)
+    verifying = verifying or _verifying_context(target.ca_file)
     try:
         with _connect(target, timeout) as sock, verifying.wrap_socket(sock, server_hostname=target.host) as tls:
             return TlsProbe(name, target.protocol, verified=True, chain=_chain(tls, verified=True))
@@ -73,9 +87,7 @@ def probe(target: CertificateConfig, timeout: float = 10.0) -> TlsProbe:
     except (OSError, ssl.SSLError) as exc:
         return TlsProbe(name, target.protocol, reached=False, error=str(exc) or exc.__class__.__name__)
     # Verification failed: look at what was presented, without trusting it.
-    lenient = ssl.create_default_context()
-    lenient.check_hostname = False
-    lenient.verify_mode = ssl.CERT_NONE
+    lenient = _lenient_context()
     try:
         with _connect(target, timeout) as sock, lenient.wrap_socket(sock, server_hostname=target.host) as tls:
             chain = _chain(tls, verified=False)
@@ -87,5 +99,8 @@ def probe(target: CertificateConfig, timeout: float = 10.0) -> TlsProbe:
 def probe_all(targets: list[CertificateConfig], timeout: float = 10.0, concurrency: int = 64) -> list[TlsProbe]:
     if not targets:
         return []
+    # One verifying context per trust store for this run: loading the system store costs tens of
+    # milliseconds each time, and a renewed ca_file is read again on the next run.
+    contexts = {ca_file: _verifying_context(ca_file) for ca_file in {t.ca_file for t in targets}}
     with ThreadPoolExecutor(max_workers=min(concurrency, len(targets))) as pool:
-        return list(pool.map(lambda t: probe(t, timeout), targets))
+        return list(pool.map(lambda t: probe(t, timeout, contexts[t.ca_file]), targets))
