@@ -348,10 +348,11 @@ def report_counts(report: dict) -> dict[str, int]:
 
 
 def run_flow(config: Path) -> tuple[float, dict]:
+    from flows._duty import run_now
     from flows.cert_check import cert_check
 
     started = time.perf_counter()
-    state = cert_check(config_path=str(config), return_state=True)
+    state = run_now(cert_check, config_path=str(config))  # exactly as `maint run cert-check`
     elapsed = time.perf_counter() - started
     report = state.result(raise_on_failure=False)
     if not (isinstance(report, dict) and "findings" in report):

@@ -135,3 +135,14 @@ def page_run_failure(flow, flow_run, state) -> None:
     url = f"{PREFECT_UI_URL.value()}/flow-runs/flow-run/{flow_run.id}" if PREFECT_UI_URL.value() else None
     reason = redact(state.message or state.type.value)
     notify_run_failure(duty, config.notify, f"flow run {flow_run.name} {state.type.value.lower()}: {reason}", url)
+
+
+def run_now(flow, **parameters):
+    """Run a duty's flow in this process, as `maint run` does; returns its final state.
+
+    Heartbeats let a Prefect server notice a worker that died; here the caller is watching, and
+    Prefect's heartbeat thread would add up to a second to the end of every run."""
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+
+    with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+        return flow(**parameters, return_state=True)

@@ -129,12 +129,9 @@ def _run(args) -> int:
     if "store" in parameters and parameters["store"] not in {s.name for s in config.backup_stores}:
         known = ", ".join(s.name for s in config.backup_stores) or "none"
         raise ConfigError([f"--store: no [[backup_stores]] entry named {parameters['store']!r} (known: {known})"])
-    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+    from flows._duty import run_now
 
-    # Heartbeats let a Prefect server notice a worker that died; here the operator is watching the
-    # terminal, and Prefect's heartbeat thread adds up to a second to the end of every run.
-    with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
-        state = flow(**parameters, return_state=True)
+    state = run_now(flow, **parameters)
     result = state.result(raise_on_failure=False)
     if not (isinstance(result, dict) and "findings" in result):
         print(f"maint {duty.name}: could not run: {redact(str(result))}", file=sys.stderr)
