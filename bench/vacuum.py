@@ -61,7 +61,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from contextlib import contextmanager
@@ -426,10 +425,12 @@ def _proc_stat(pid: str) -> tuple[str, int, float, float] | None:
 
 
 def _system_busy() -> tuple[float, float]:
+    """(busy, steal) CPU seconds of the whole machine since boot. Steal is time the hypervisor gave
+    to someone else while this machine had work: the same work then takes longer."""
     with open("/proc/stat") as f:
-        parts = [int(x) for x in f.readline().split()[1:]]
-    idle = parts[3] + parts[4]
-    return (sum(parts) - idle) / _TICK, sum(parts) / _TICK
+        parts = [int(x) for x in f.readline().split()[1:9]]  # user nice system idle iowait irq softirq steal
+    busy = parts[0] + parts[1] + parts[2] + parts[5] + parts[6]
+    return busy / _TICK, parts[7] / _TICK
 
 
 @dataclass
@@ -439,7 +440,7 @@ class CpuSnapshot:
     descendants: float  # live processes started by this one (the Prefect API server of the harness)
     reaped: float  # children of this process that exited (vacuumdb)
     busy: float  # the whole machine
-    foreign: float  # processes that are neither ours nor our cluster's (other sessions on the machine)
+    steal: float  # time the hypervisor ran someone else
 
 
 def _descendants(root: int, stats: dict[int, tuple]) -> set[int]:
@@ -469,17 +470,24 @@ def cpu_snapshot(postmaster_pid: int) -> CpuSnapshot:
     if postmaster_pid in stats:
         pg += stats[postmaster_pid][3]
     live_children = sum(stats[p][2] for p in mine)
-    foreign = sum(st[2] for p, st in stats.items() if p not in cluster and p not in mine and p != me_pid)
     me = resource.getrusage(resource.RUSAGE_SELF)
     kids = resource.getrusage(resource.RUSAGE_CHILDREN)
-    busy, _total = _system_busy()
-    return CpuSnapshot(pg, me.ru_utime + me.ru_stime, live_children, kids.ru_utime + kids.ru_stime, busy, foreign)
+    busy, steal = _system_busy()
+    return CpuSnapshot(pg, me.ru_utime + me.ru_stime, live_children, kids.ru_utime + kids.ru_stime, busy, steal)
+
+
+def _ours(a: CpuSnapshot, b: CpuSnapshot) -> float:
+    return (b.postgres - a.postgres) + (b.me - a.me) + (b.descendants - a.descendants) + (b.reaped - a.reaped)
 
 
 def cpu_delta(a: CpuSnapshot, b: CpuSnapshot) -> dict[str, float]:
+    """CPU seconds between two snapshots. "Everything else" is the machine's busy time minus ours:
+    it counts other sessions' processes that came and went between the snapshots (and the kernel's
+    own work), which a sum over the live processes would miss."""
     return {"postgres": b.postgres - a.postgres, "this process": b.me - a.me,
             "Prefect API server": b.descendants - a.descendants, "vacuumdb": b.reaped - a.reaped,
-            "other sessions' processes": max(b.foreign - a.foreign, 0.0), "machine busy": b.busy - a.busy}
+            "everything else": max((b.busy - a.busy) - _ours(a, b), 0.0), "machine busy": b.busy - a.busy,
+            "stolen by the hypervisor": b.steal - a.steal}
 
 
 def settle(postmaster: int, limit: float, quiet: float = 0.25) -> str:
@@ -492,7 +500,7 @@ def settle(postmaster: int, limit: float, quiet: float = 0.25) -> str:
         a, t0 = cpu_snapshot(postmaster), time.monotonic()
         time.sleep(1.0)
         b, t1 = cpu_snapshot(postmaster), time.monotonic()
-        load = max(b.foreign - a.foreign, 0.0) / (t1 - t0)
+        load = max((b.busy - a.busy) - _ours(a, b), 0.0) / (t1 - t0)
         calm = calm + 1 if load < quiet else 0
         if calm >= 2 or time.monotonic() >= deadline:
             return (f"other processes on the machine used {load:.2f} core(s) in the last second "
@@ -698,6 +706,9 @@ def print_run(r: RunResult, bench_names: set[str], relpages: dict[str, int]) -> 
     if r.log.others:
         say(f"     other statements in that database: {len(r.log.others)}, {sum(s.seconds for s in r.log.others):.3f}s "
             "in all (catalog queries, dead-tuple reads)")
+        for s in r.log.others:
+            if s.seconds >= 0.05:
+                say(f"       {s.seconds:.3f}s: {' '.join(s.text.split())[:90]}")
     say("     CPU seconds during the run: " + ", ".join(f"{k} {v:.2f}" for k, v in r.cpu.items())
         + f" (of {r.seconds * (os.cpu_count() or 1):.2f} available)")
     # What would the pool's finish have been, with these very statement times, in other orders?
@@ -729,7 +740,7 @@ class Round:
 def foreign_load(r: RunResult | None) -> float:
     if r is None or not r.seconds:
         return 0.0
-    return r.cpu.get("other sessions' processes", 0.0) / r.seconds
+    return r.cpu.get("everything else", 0.0) / r.seconds
 
 
 MAINT_QUIET = "maint, heartbeats off"
@@ -749,21 +760,21 @@ def one_round(args, server: ThrowawayPostgres, work: Path, index: int, tables: l
     if args.heartbeat_variant:
         dbs[MAINT_QUIET] = f"bench_c_{index}"
     names = list(dbs.values())
-    say(f"\n== round {index}: building {', '.join(names)} (the same statements, side by side)")
+    say(f"\n== round {index}: building {', '.join(names)} (the same statements, one copy after the other)")
     timings: dict[str, float] = {}
     errors: list[BaseException] = []
 
     def build(name: str) -> None:
         try:
             timings[name] = build_database(server, name, tables)
-        except BaseException as exc:  # re-raised below
+        except Exception as exc:  # re-raised below
             errors.append(exc)
 
-    threads = [threading.Thread(target=build, args=(n,)) for n in names]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    # One after the other: whether a statement prunes the dead tuples an earlier one left (HOT
+    # pruning on the pages it reads) depends on the oldest transaction running anywhere in the
+    # cluster, so builds running side by side come out different (seen: 40,000 vs 120,000 dead).
+    for name in names:
+        build(name)
     if errors:
         raise errors[0]
     time.sleep(1.0)  # the sessions' statistics reach the shared stats (they flush on exit, forced before)
@@ -917,7 +928,7 @@ def run(args, work: Path, clock: float) -> int:
     say(f"   {'round':<6} {'order':<34} {'vacuumdb':>9} {'maint':>9} {'ratio':>7}"
         + (f" {'hb off':>9} {'ratio':>7}" if quiet else "")
         + f"   {'spans: vacuumdb':>15} {'maint':>7}" + (f" {'hb off':>7}" if quiet else "")
-        + "   statements (vacuumdb; maint)   other sessions' load, cores (vacuumdb; maint" + ("; hb off)" if quiet else ")"))
+        + "   statements (vacuumdb; maint)   other load, cores (vacuumdb; maint" + ("; hb off)" if quiet else ")"))
     for i, r in enumerate(rounds, 1):
         order = " > ".join("hb off" if t == MAINT_QUIET else t for t in r.order)
         say(f"   {i:<6} {order:<34} {r.vacuumdb.seconds:9.3f} {r.maint.seconds:9.3f} {r.ratio:7.3f}"
@@ -927,8 +938,9 @@ def run(args, work: Path, clock: float) -> int:
             + f"   {f'{len(r.vacuumdb.log.vacuums)}; {len(r.maint.log.vacuums)}':<30} "
             + "; ".join(f"{foreign_load(x):.2f}" for x in (r.vacuumdb, r.maint, r.quiet_maint) if x))
     if any(max(foreign_load(r.vacuumdb), foreign_load(r.maint), foreign_load(r.quiet_maint)) > 0.2 for r in rounds):
-        say("   (other sessions' processes used CPU during some timed runs: on this 2-core machine those runs "
-            "are slowed by whatever else runs; compare the server-side spans and CPU above)")
+        say("   (other load = the machine's busy CPU time that was neither PostgreSQL's nor this benchmark's, per "
+            "second: other sessions on the machine ran during some timed runs and slowed them on these 2 cores; "
+            "compare the server-side spans and CPU above)")
     ratio = statistics.median(r.ratio for r in rounds)
     best_ratio = min(r.maint.seconds for r in rounds) / min(r.vacuumdb.seconds for r in rounds)
     verdict = "PASS" if ratio <= RATIO_TARGET else "FAIL"
@@ -940,10 +952,19 @@ def run(args, work: Path, clock: float) -> int:
             f"{'would pass' if q <= RATIO_TARGET else 'would still fail'}; not maint's shipped configuration")
     say(f"   tables vacuumed or analyzed: vacuumdb {len(rounds[-1].vacuumdb.log.vacuums)} (every table, system "
         f"catalogs included), maint {len(rounds[-1].maint.log.vacuums)} (the bloated ones it selected)")
-    for r in (rounds[-1].maint, rounds[-1].quiet_maint, rounds[-1].vacuumdb):
-        if r:
-            say(f"   {r.tool}: {r.seconds:.3f}s = vacuum statements' span {r.log.span:.3f}s + "
-                f"{r.seconds - r.log.span:.3f}s around them")
+    for i, rnd in enumerate(rounds, 1):
+        for r in (rnd.maint, rnd.quiet_maint, rnd.vacuumdb):
+            if r:
+                say(f"   round {i}, {r.tool}: {r.seconds:.3f}s = vacuum statements' span {r.log.span:.3f}s + "
+                    f"{r.seconds - r.log.span:.3f}s around them")
+    around = statistics.median(r.maint.seconds - r.maint.log.span for r in rounds)
+    around_db = statistics.median(r.vacuumdb.seconds - r.vacuumdb.log.span for r in rounds)
+    same_speed = statistics.median((r.vacuumdb.log.span + r.maint.seconds - r.maint.log.span) / r.vacuumdb.seconds
+                                   for r in rounds)
+    say(f"   time around the vacuum statements (median): maint {around:.3f}s, vacuumdb {around_db:.3f}s. The "
+        f"statements' own speed varies from run to run with the host (see 'stolen by the hypervisor' and the "
+        f"spans); had maint's statements taken exactly as long as vacuumdb's in the same round, the ratio "
+        f"would be {same_speed:.3f} (median; an estimate, not a measurement)")
     if HEARTBEATS_OFF in fixed:
         say(f"   a dry run's fixed cost (warm-up): {statistics.median(fixed[HEARTBEATS_ON]):.3f}s with Prefect's "
             f"heartbeats, {statistics.median(fixed[HEARTBEATS_OFF]):.3f}s without")
