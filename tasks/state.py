@@ -26,7 +26,10 @@ def save_open_pages(duty: str, keys: list[str]) -> None:
 def record_verified(store: str, backup_name: str) -> None:
     from prefect.variables import Variable
 
-    Variable.set(_variable("verified", store), backup_name, overwrite=True)
+    # Written only when it changes: a write to the temporary (SQLite) Prefect server can meet
+    # "database is locked" and cost the run a 2 s client back-off for nothing.
+    if last_verified(store) != backup_name:
+        Variable.set(_variable("verified", store), backup_name, overwrite=True)
 
 
 def last_verified(store: str) -> str | None:
