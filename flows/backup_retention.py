@@ -26,6 +26,9 @@ from tasks.state import last_verified
 from tasks.storage import open_store
 
 
+_SHOWN_DELETIONS = 200
+
+
 @task(name="delete-backups", cache_policy=NO_CACHE)
 def delete_backups(store_config: BackupStoreConfig, deletions: list[Decision]) -> list[tuple[str, str]]:
     """Delete dump then manifest for each; returns (url, problem) for what was not deleted.
@@ -60,9 +63,14 @@ def backup_retention(config_path: str | None = None, apply: bool = False) -> dic
         return finish_duty(report, config)
     plan = plan_retention(backups, policy, now, rpo=store_config.rpo, verified=last_verified(store_config.name),
                           zone=ZoneInfo(config.timezone))
+    # Every kept backup and the first deletions: a store of 100,000 objects must not turn into a
+    # 10 MB report artifact; the counts below cover the rest.
+    shown = [d for d in plan.decisions if d.keep] + plan.deletions[:_SHOWN_DELETIONS]
     report.details["plan"] = [{"backup": d.backup.name, "created": d.backup.created_at.isoformat(timespec="seconds"),
                                "decision": "keep" if d.keep else "delete", "why": "; ".join(d.reasons)}
-                              for d in plan.decisions]
+                              for d in sorted(shown, key=lambda d: d.backup.created_at, reverse=True)]
+    if len(plan.deletions) > _SHOWN_DELETIONS:
+        report.details["plan not shown"] = f"{len(plan.deletions) - _SHOWN_DELETIONS} more deletions"
     if plan.refused:
         report.add(Finding("retention", store_config.url, Severity.WARNING, plan.refused,
                            "run `maint run backup-verification` and look at the backup job's recent runs"))
