@@ -20,7 +20,9 @@ Then, `--repeat` rounds on the large dump (alternating which goes first), each a
           (PG* environment variables and PGPASSWORD), then, untimed: table sizes, exact counts of
           every table twice (what maint's validation does: the first pass on a fresh restore also
           sets hint bits), and DROP DATABASE;
-  maint   the whole `restore-test` flow in-process (flows.restore_test.restore_test) on the same
+  maint   the whole `restore-test` flow in-process as `maint run` runs it
+          (flows._duty.run_now(flows.restore_test.restore_test, ...); with --prefect-defaults the
+          flow called directly, Prefect's flow-run heartbeat on, as under a deployment) on the same
           store, [restore_test] jobs = JOBS, server = the same [[databases]] entry: find the
           newest backup, fetch it (a local store's file is used in place), create the scratch
           database, pg_restore, validate every table's exact row count against the manifest,
@@ -388,11 +390,23 @@ def drop_database(server: ThrowawayPostgres, dbname: str) -> None:
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(dbname)))
 
 
-def maint_restore_test(config: Path) -> tuple[float, dict]:
+def maint_restore_test(config: Path, prefect_defaults: bool = False) -> tuple[float, dict]:
+    """One restore-test flow run in this process, as `maint run restore-test` runs it
+    (flows._duty.run_now: Prefect's flow-run heartbeat off), or with `prefect_defaults` as a plain
+    call of the flow (heartbeat on, as under a deployment: its thread sleeps in 1 s steps and is
+    joined when the run ends)."""
     from flows.restore_test import restore_test
 
     started = time.perf_counter()
-    state = restore_test(config_path=str(config), return_state=True)
+    if prefect_defaults:
+        state = restore_test(config_path=str(config), return_state=True)
+    else:
+        try:
+            from flows._duty import run_now
+        except ImportError:  # older maint: the flow called as it is
+            state = restore_test(config_path=str(config), return_state=True)
+        else:
+            state = run_now(restore_test, config_path=str(config))
     result = state.result(raise_on_failure=False)
     elapsed = time.perf_counter() - started
     if not (isinstance(result, dict) and result.get("status") == "ok"):
@@ -417,6 +431,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="before each timed run, wait until other processes use fewer cores than this (default 0.3)")
     parser.add_argument("--quiet-timeout", type=float, default=300,
                         help="wait at most this many seconds for that (default 300)")
+    parser.add_argument("--prefect-defaults", action="store_true",
+                        help="time the flow called directly with Prefect's defaults (heartbeat on, as under a "
+                             "deployment) instead of as `maint run` runs it")
     parser.add_argument("--workdir", help="where stores and configs go (default: a new directory under /tmp)")
     parser.add_argument("--keep", action="store_true", help="keep the workdir at the end")
     args = parser.parse_args(argv)
@@ -486,7 +503,7 @@ def run(args: argparse.Namespace, work: Path) -> int:
         large = dumps["large"]
 
         say("\n== warming up: one restore-test flow run on the tiny store (Prefect API, imports, first flow run)")
-        warm, _ = maint_restore_test(configs["tiny"])
+        warm, _ = maint_restore_test(configs["tiny"], args.prefect_defaults)
         say(f"   {warm:.2f}s")
 
         say(f"\n== timing on {large} ({large.stat().st_size:,} bytes), {args.repeat} round(s), jobs = {args.jobs}; "
@@ -523,7 +540,7 @@ def run(args: argparse.Namespace, work: Path) -> int:
                         f"{count_second:.2f}s; database {db_bytes / MIB:.0f} MiB, DROP DATABASE {drop_seconds:.2f}s)")
                 else:
                     with CpuMeter(postmaster) as meter:
-                        _, report = maint_restore_test(configs["large"])
+                        _, report = maint_restore_test(configs["large"], args.prefect_defaults)
                     leftovers = scratch_databases(server)
                     if leftovers:
                         raise RuntimeError(f"maint left scratch databases behind: {leftovers}")
@@ -567,7 +584,9 @@ def run(args: argparse.Namespace, work: Path) -> int:
         f"processes took over {DISTURBED_SHARE:.0%} of the machine's CPU):")
     say(f"  plain: createdb + pg_restore -j {args.jobs} --no-owner   {plain:8.2f}s   "
         "[" + ", ".join(f"{r['wall']:.2f}" + "*" * r["meter"].disturbed for r in plain_runs) + "]")
-    say(f"  maint: the whole restore-test flow              {maint_wall:8.2f}s   "
+    how = "flow called directly, heartbeat on" if args.prefect_defaults else "as `maint run` runs it"
+    say(f"  maint: the whole restore-test flow ({how})")
+    say(f"                                                  {maint_wall:8.2f}s   "
         "[" + ", ".join(f"{r['wall']:.2f}" + "*" * r["meter"].disturbed for r in maint_runs) + "]")
     say(f"\nmaint's own phases (report details of its best run):")
     say(f"  download (a local store's file is used in place) {d['download_seconds']:8.2f}s")

@@ -17,8 +17,9 @@ Then times, `--repeat` times each:
             (one dump and one manifest object per backup, shuffled: what a store listing hands
             over) followed by newest_first, as every run does before planning;
   pipeline  group + plan together: the pure part of a real run, end to end;
-  (info)    what the flow does with the plan afterwards: the report's `plan` detail (one dict per
-            backup), the markdown report artifact and the JSON report (`--json`). Not part of the
+  (info)    what the flow does with the plan afterwards: the report's `plan` detail (every kept
+            backup and the first deletions, as flows/backup_retention.py shows them), the markdown
+            report artifact and the JSON report (`--json`). Not part of the
             target; printed so their cost is visible too.
 
 PASS/FAIL against the < 2 s target is the slowest timed run of plan_retention (wall clock); the
@@ -152,15 +153,21 @@ def check_plan(plan, entries: list[BackupEntry], verified: str) -> dict[str, int
 
 def report_cost(plan) -> dict[str, float]:
     """What flows/backup_retention.py and finish_duty do with the plan, minus the I/O."""
+    try:  # the flow shows every kept backup and only the first deletions
+        from flows.backup_retention import _SHOWN_DELETIONS as shown_deletions
+    except ImportError:  # older maint: every decision
+        shown_deletions = None
     timings = {}
     clock = time.perf_counter()
     report = Report(duty="backup-retention", started_at=NOW)
+    shown = plan.decisions if shown_deletions is None else (
+        [d for d in plan.decisions if d.keep] + plan.deletions[:shown_deletions])
     report.details["plan"] = [{"backup": d.backup.name, "created": d.backup.created_at.isoformat(timespec="seconds"),
                                "decision": "keep" if d.keep else "delete", "why": "; ".join(d.reasons)}
-                              for d in plan.decisions]
+                              for d in sorted(shown, key=lambda d: d.backup.created_at, reverse=True)]
     report.add(Finding("retention", STORE_URL, Severity.OK, "dry run"))
     report.finished_at = NOW
-    timings["details 'plan' list"] = time.perf_counter() - clock
+    timings[f"details 'plan' list ({len(shown):,} rows)"] = time.perf_counter() - clock
     clock = time.perf_counter()
     markdown = report.to_markdown(None)
     timings["to_markdown (report artifact)"] = time.perf_counter() - clock

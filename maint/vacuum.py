@@ -94,7 +94,8 @@ class VacuumAction:
 
 
 def plan_vacuum(tables: list[TableStats], now: datetime, policy: VacuumConfig) -> list[VacuumAction]:
-    """Which tables need work, most urgent first: wraparound danger, then dead tuples.
+    """Which tables need work, most urgent first: wraparound danger, then VACUUM before ANALYZE,
+    then the largest tables (most dead tuples breaking ties).
 
     Partitioned parents are never vacuumed as a whole (each partition is judged on its own), but
     are analyzed when stale: autovacuum never analyzes them, and the planner needs their stats."""
@@ -119,8 +120,10 @@ def plan_vacuum(tables: list[TableStats], now: datetime, policy: VacuumConfig) -
             actions.append(VacuumAction(t, "vacuum", tuple(vacuum_reasons + analyze_reasons)))
         elif analyze_reasons:
             actions.append(VacuumAction(t, "analyze", tuple(analyze_reasons)))
+    # Within an urgency class, largest first (as vacuumdb does): with several jobs the longest
+    # vacuum starts early instead of finishing last alone.
     return sorted(actions, key=lambda a: (a.table.xid_age <= policy.max_xid_age, a.action != "vacuum",
-                                          -a.table.dead_tuples, a.table.qualified_name))
+                                          -a.table.size_bytes, -a.table.dead_tuples, a.table.qualified_name))
 
 
 def report_order(tables: list[TableStats]) -> list[TableStats]:

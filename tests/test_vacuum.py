@@ -257,3 +257,9 @@ def test_two_jobs_vacuum_the_same_tables(vac_pg, shop, tmp_path, capsys):
     code, report = run_json(capsys, _config(tmp_path, vac_pg, shop, jobs="2"), "vacuum")
     assert code == 1  # not_mine stays a warning
     assert _dead(vac_pg, shop, "bloated") == 0 and _dead(vac_pg, shop, "churned") == 0
+
+
+def test_plan_runs_larger_tables_first_within_a_class():
+    plan = plan_vacuum([stats("small", dead=50_000, size_bytes=8192 * 10),
+                        stats("big", dead=5000, size_bytes=8192 * 100_000)], NOW, POLICY)
+    assert [a.table.name for a in plan] == ["big", "small"]
