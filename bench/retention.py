@@ -258,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
     say("\n  after planning, for information (one run each, not part of the target):")
     for label, seconds in costs.items():
         say(f"  {label:<44}{seconds:>7.3f}s")
-    say(f"  (report artifact {sizes[0] / 1e6:.1f} MB of markdown, JSON report {sizes[1] / 1e6:.1f} MB)")
+    say(f"  (report artifact {sizes[0] / 1e3:,.0f} kB of markdown, JSON report {sizes[1] / 1e3:,.0f} kB)")
     say(f"\nplanning over {args.objects:,} objects, worst of {args.repeat}: {max(plan_runs):.3f}s   "
         f"target < {TARGET_SECONDS:.0f}s  {verdict(max(plan_runs))}")
     say(f"  (median {statistics.median(plan_runs):.3f}s wall, {statistics.median(plan_cpu):.3f}s CPU)")
