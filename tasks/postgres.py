@@ -257,9 +257,16 @@ class DumpProcess:
 class ArchiveReader:
     """`pg_restore --file=/dev/null` fed on stdin: it parses the table of contents and
     decompresses every data block, which `pg_restore --list` never touches. The caller feeds
-    chunks as it reads them, so the archive is checked in the same pass as its checksum."""
+    chunks as it reads them, so the archive is checked in the same pass as its checksum.
+
+    pg_restore reads its input a few kilobytes at a time. A plain blocking write of a large chunk
+    into the pipe would wake it and us on every few kilobytes it takes (about 200,000 context
+    switches per GiB, about 15% of the wall time on two cores). Instead a piece is written only once
+    the pipe has room for all of it, so each write completes at once and pg_restore drains a full
+    pipe undisturbed while we read and hash the next chunk."""
 
     checker = "pg_restore"
+    _POLL_SECONDS = 0.0005  # pg_restore drains ~100 KiB in that time: the pipe never runs dry
 
     def __init__(self, program: str = "pg_restore"):
         try:
@@ -267,17 +274,32 @@ class ArchiveReader:
                                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, bufsize=0)
         except FileNotFoundError:
             raise DumpError(f"{program} not found on PATH: install the PostgreSQL client programs") from None
-        _widen_pipe(self.process.stdin.fileno())
+        self._fd = self.process.stdin.fileno()
+        self._pipe_bytes = _widen_pipe(self._fd)
+        self._piece = max(4096, self._pipe_bytes // 4)
         self._stderr = StderrTail(self.process.stderr, lines=10)
         self._closed_early = False
 
     def feed(self, chunk: bytes) -> None:
-        if self._closed_early:
-            return  # pg_restore already gave up; the caller still reads on for its checksum
-        try:
-            self.process.stdin.write(chunk)
-        except (BrokenPipeError, ConnectionResetError):
-            self._closed_early = True
+        view = memoryview(chunk)
+        for start in range(0, len(view), self._piece):
+            if self._closed_early:
+                return  # pg_restore already gave up; the caller still reads on for its checksum
+            piece = view[start:start + self._piece]
+            self._wait_for_room(len(piece))
+            try:
+                self.process.stdin.write(piece)
+            except (BrokenPipeError, ConnectionResetError):
+                self._closed_early = True
+
+    def _wait_for_room(self, size: int) -> None:
+        while True:
+            unread = _unread_bytes(self._fd)
+            if unread is None or unread + size <= self._pipe_bytes:
+                return  # room (or no way to tell: then the write simply blocks)
+            if self.process.poll() is not None:
+                return  # it exited with input unread: the write fails and says so
+            time.sleep(self._POLL_SECONDS)
 
     def finish(self) -> tuple[bool, str]:
         try:
@@ -298,14 +320,34 @@ class ArchiveReader:
             self.process.wait()
 
 
-def _widen_pipe(fd: int, size: int = 1024 * 1024) -> None:
-    """Fewer, larger pipe writes: the reader and pg_restore overlap instead of taking turns."""
+_F_SETPIPE_SZ, _F_GETPIPE_SZ = 1031, 1032  # Linux fcntl commands
+
+
+def _widen_pipe(fd: int, size: int = 1024 * 1024) -> int:
+    """Fewer, larger pipe writes: the reader and pg_restore overlap instead of taking turns.
+    Returns the pipe's capacity in bytes."""
     import fcntl
 
     try:
-        fcntl.fcntl(fd, 1031, size)  # F_SETPIPE_SZ (Linux)
+        fcntl.fcntl(fd, _F_SETPIPE_SZ, size)
     except OSError:
-        pass
+        pass  # above /proc/sys/fs/pipe-max-size, or not Linux
+    try:
+        return fcntl.fcntl(fd, _F_GETPIPE_SZ)
+    except OSError:
+        return 64 * 1024  # the Linux default; elsewhere only a hint
+
+
+def _unread_bytes(fd: int) -> int | None:
+    """Bytes written to a pipe and not yet read (FIONREAD); None where the platform cannot say."""
+    import fcntl
+    import struct
+    import termios
+
+    try:
+        return struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"))[0]
+    except OSError:
+        return None
 
 
 # --- health ---------------------------------------------------------------------------------------

@@ -342,3 +342,44 @@ database = "prod"
     assert subjects[("archive", f"file://{good}/")] == "ok"
     assert subjects[("presence", f"file://{empty}/")] == "critical"
     assert code == 2
+
+
+# --- the archive reader with archives larger than its pipe ------------------------------------------
+
+@pytest.fixture(scope="module")
+def large_dump(pg) -> bytes:
+    """An uncompressed custom-format dump of several MiB: many times the reader's pipe."""
+    pg.create_database("bulky")
+    with pg.connect("bulky") as conn:
+        conn.execute("CREATE TABLE blob AS SELECT g, md5(g::text) || md5((g * 7)::text) AS payload "
+                     "FROM generate_series(1, 120000) g")
+    return subprocess.run(["pg_dump", "-Fc", "-Z0", "-h", pg.host, "-p", str(pg.port), "-U", pg.superuser, "bulky"],
+                          check=True, capture_output=True, env={**os.environ, "PGPASSWORD": pg.password}).stdout
+
+
+def _feed_in_chunks(data: bytes, chunk: int = 1024 * 1024) -> tuple[bool, str]:
+    from tasks.postgres import ArchiveReader
+
+    reader = ArchiveReader()
+    assert len(data) > 4 * reader._pipe_bytes, "the archive must be larger than the pipe for this test"
+    for start in range(0, len(data), chunk):
+        reader.feed(data[start:start + chunk])
+    return reader.finish()
+
+
+def test_archive_reader_reads_a_large_archive_through_its_pipe(large_dump):
+    assert _feed_in_chunks(large_dump) == (True, "")
+
+
+def test_archive_reader_reports_a_large_archive_truncated_in_the_middle(large_dump):
+    ok, detail = _feed_in_chunks(large_dump[:len(large_dump) // 2])
+    assert not ok and "pg_restore" in detail
+
+
+def test_archive_reader_does_not_wait_on_pg_restore_that_gave_up(large_dump):
+    """pg_restore rejects the header at once; the rest of a large feed must not wait for room
+    in a pipe nobody reads."""
+    started = time.monotonic()
+    ok, detail = _feed_in_chunks(b"PGDMP" + b"\x00" * (8 * 1024 * 1024))
+    assert not ok and "pg_restore failed" in detail
+    assert time.monotonic() - started < 10
