@@ -12,8 +12,7 @@ import logging
 from datetime import datetime, timezone
 from typing import Any
 
-from prefect import get_run_logger, task
-from prefect.cache_policies import NO_CACHE
+from prefect import get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.states import Failed
 
@@ -75,7 +74,6 @@ def _logger() -> logging.Logger | logging.LoggerAdapter:
         return logging.getLogger("maint")
 
 
-@task(name="publish-report", cache_policy=NO_CACHE)
 def publish_report(report: Report, url: str | None) -> None:
     key = report.duty.replace("_", "-")
     create_markdown_artifact(markdown=report.to_markdown(url), key=f"{key}-report",
@@ -85,7 +83,6 @@ def publish_report(report: Report, url: str | None) -> None:
                           key=f"{key}-findings", description=report.summary_line())
 
 
-@task(name="notify-on-call", cache_policy=NO_CACHE)
 def notify_on_call(report: Report, config: MaintConfig, url: str | None) -> None:
     from tasks.notify import notify_report
 
@@ -106,6 +103,9 @@ def finish_duty(report: Report, config: MaintConfig) -> Any:
     for finding in report.problems():
         level = logging.ERROR if finding.severity is Severity.CRITICAL else logging.WARNING
         log.log(level, "%s %s: %s", finding.check, finding.subject, finding.message)
+    # Plain calls, not tasks: neither is worth retrying on its own (a notification that cannot be
+    # delivered must fail the run), and a task run costs 10-30 ms of API round trips, which is
+    # most of a cert-check's own time.
     publish_report(report, url)
     notify_on_call(report, config, url)  # raises if undeliverable: the run must not look fine
     log.info(report.summary_line())
@@ -141,8 +141,14 @@ def run_now(flow, **parameters):
     """Run a duty's flow in this process, as `maint run` does; returns its final state.
 
     Heartbeats let a Prefect server notice a worker that died; here the caller is watching, and
-    Prefect's heartbeat thread would add up to a second to the end of every run."""
-    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+    Prefect's heartbeat thread would add up to a second to the end of every run. The settings are
+    copied rather than rebuilt (`temporary_settings` validates every setting again: ~0.1 s)."""
+    from prefect.context import SettingsContext, get_settings_context
 
-    with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+    context = get_settings_context()
+    settings = context.settings
+    if settings.flows.heartbeat_frequency is None:
+        return flow(**parameters, return_state=True)
+    quiet = settings.model_copy(update={"flows": settings.flows.model_copy(update={"heartbeat_frequency": None})})
+    with SettingsContext(profile=context.profile, settings=quiet):
         return flow(**parameters, return_state=True)
