@@ -373,13 +373,22 @@ def _reference_problems(raw: dict) -> list[str]:
         if isinstance(body, dict) and isinstance(body.get("databases"), list):
             for j, name in enumerate(body["databases"]):
                 expect(f"{section}.databases[{j}]", name, databases, "[[databases]] entry")
+    store_database = {s.get("name"): s.get("database") for s in raw.get("backup_stores") or [] if isinstance(s, dict)}
     for section in ("health_check", "restore_test", "dr_drill"):
         body = raw.get(section)
         if isinstance(body, dict) and isinstance(body.get("sql_checks"), list):
             for j, check in enumerate(body["sql_checks"]):
-                if isinstance(check, dict):
-                    expect(f"{section}.sql_checks[{j}].database", check.get("database"), databases,
-                           "[[databases]] entry")
+                if not isinstance(check, dict):
+                    continue
+                path = f"{section}.sql_checks[{j}].database"
+                expect(path, check.get("database"), databases, "[[databases]] entry")
+                # After a restore the checks run on the restored copy, which is of the store's
+                # database: a check written for another database would fail for the wrong reason.
+                source = store_database.get(body.get("store"))
+                if section != "health_check" and check.get("database") in databases and source \
+                        and check.get("database") != source:
+                    problems.append(f"{path}: the checks run on the restored copy of store {body.get('store')!r}, "
+                                    f"which holds dumps of {source!r}, not {check.get('database')!r}")
     schedules = raw.get("schedules")
     if isinstance(schedules, dict):
         for duty in schedules:

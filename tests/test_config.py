@@ -205,6 +205,13 @@ BAD = [
     pytest.param(_set("schedules.coffee", "0 1 * * *"),
                  ["schedules.coffee: unknown duty (known: backup, backup-verification, health-check, vacuum, "
                   "restore-test, backup-retention, dr-drill, cert-check)"], id="unknown-schedule-duty"),
+    pytest.param(_set("restore_test.sql_checks", [{"database": "scratch", "name": "orders", "sql": "SELECT 1"}]),
+                 ["restore_test.sql_checks[0].database: the checks run on the restored copy of store 'prod-dumps', "
+                  "which holds dumps of 'prod', not 'scratch'"], id="restore-check-on-another-database"),
+    pytest.param(_set("dr_drill", {"store": "prod-dumps", "server": "scratch", "sql_checks": [
+        {"database": "scratch", "name": "orders", "sql": "SELECT 1"}]}),
+                 ["dr_drill.sql_checks[0].database: the checks run on the restored copy of store 'prod-dumps', "
+                  "which holds dumps of 'prod', not 'scratch'"], id="drill-check-on-another-database"),
     pytest.param(_set("notify.page_on", ["info"]),
                  ["notify.page_on[0]: must be one of 'warning' or 'critical', got 'info'"], id="bad-page-on"),
 ]
@@ -215,6 +222,12 @@ def test_bad_config_names_the_problem(mutate, expected):
     raw = minimal()
     mutate(raw)
     assert problems_of(raw) == expected
+
+
+def test_restore_checks_on_the_store_database_are_valid():
+    raw = minimal()
+    raw["restore_test"]["sql_checks"] = [{"database": "prod", "name": "orders", "sql": "SELECT 1"}]
+    assert parse_config(raw, check_env=False).restore_test.sql_checks[0].database == "prod"
 
 
 def test_duplicate_database_name_is_reported():
