@@ -8,7 +8,9 @@ an undeliverable notification) fails or crashes on its own; `page_run_failure` p
 
 from __future__ import annotations
 
+import contextvars
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from typing import Any
 
@@ -75,12 +77,17 @@ def _logger() -> logging.Logger | logging.LoggerAdapter:
 
 
 def publish_report(report: Report, url: str | None) -> None:
+    """The markdown report and the findings table, side by side: two API round trips that need
+    not wait for each other (the thread shares this run's context, so its client and flow run)."""
     key = report.duty.replace("_", "-")
-    create_markdown_artifact(markdown=report.to_markdown(url), key=f"{key}-report",
-                             description=report.summary_line())
-    create_table_artifact(table=report.to_table() or [{"check": "-", "subject": "-", "severity": "ok",
-                                                       "message": "no findings", "hint": ""}],
-                          key=f"{key}-findings", description=report.summary_line())
+    table = report.to_table() or [{"check": "-", "subject": "-", "severity": "ok", "message": "no findings",
+                                   "hint": ""}]
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        findings = pool.submit(contextvars.copy_context().run, create_table_artifact, table=table,
+                               key=f"{key}-findings", description=report.summary_line())
+        create_markdown_artifact(markdown=report.to_markdown(url), key=f"{key}-report",
+                                 description=report.summary_line())
+        findings.result()
 
 
 def notify_on_call(report: Report, config: MaintConfig, url: str | None) -> None:

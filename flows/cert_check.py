@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
+from prefect.utilities.annotations import quote
 
 from flows._duty import finish_duty, load_duty_config, page_run_failure, start_report, utcnow
 from maint.certs import TlsProbe, assess_certificate
@@ -24,7 +25,7 @@ def cert_check(config_path: str | None = None) -> dict:
     config = load_duty_config(config_path, "cert-check")
     report = start_report("cert-check")
     now = utcnow()
-    for target, probe in zip(config.certificates, probe_certificates(config.certificates)):
+    for target, probe in zip(config.certificates, probe_certificates(quote(config.certificates))):
         for finding in assess_certificate(probe, now, target.warning_days, target.critical_days):
             report.add(finding)
     return finish_duty(report, config)

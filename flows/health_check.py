@@ -15,6 +15,7 @@ from __future__ import annotations
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 from prefect.tasks import exponential_backoff
+from prefect.utilities.annotations import quote
 
 from flows._duty import finish_duty, is_transient, load_duty_config, page_run_failure, start_report, utcnow
 from maint.config import DatabaseConfig, EndpointConfig, HealthCheckConfig, KubernetesConfig, SqlCheckConfig
@@ -59,8 +60,8 @@ def health_check(config_path: str | None = None) -> dict:
     report = start_report("health-check")
     now = utcnow()
 
-    endpoints = check_endpoints.submit(hc.endpoints)
-    databases = {name: check_database.submit(config.database(name), hc) for name in hc.databases}
+    endpoints = check_endpoints.submit(quote(hc.endpoints))
+    databases = {name: check_database.submit(config.database(name), quote(hc)) for name in hc.databases}
     data_checks = [(check, run_sql_check.submit(check, config.database(check.database))) for check in hc.sql_checks]
     pods = list_pods.submit(hc.kubernetes) if hc.kubernetes else None
 
