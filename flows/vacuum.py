@@ -11,6 +11,7 @@ Runbook, for every database in [vacuum].databases at once:
 
 from __future__ import annotations
 
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
@@ -37,16 +38,30 @@ def read_table_statistics(db: DatabaseConfig, policy: VacuumConfig) -> list[Tabl
 
 @task(name="vacuum-tables", cache_policy=NO_CACHE)
 def vacuum_tables(db: DatabaseConfig, actions: list[VacuumAction], policy: VacuumConfig) -> list[VacuumOutcome]:
-    """Work through the plan; after `window`, the tables not yet started are reported as skipped."""
+    """Work through the plan in order with `jobs` workers, each on a connection of its own (as
+    vacuumdb's jobs); after `window`, the tables not yet started are reported as skipped."""
     deadline = time.monotonic() + policy.window.total_seconds()
+    queue = iter(enumerate(actions))
+    taking = threading.Lock()
+    outcomes: list[VacuumOutcome | None] = [None] * len(actions)
 
-    def one(action: VacuumAction) -> VacuumOutcome:
-        if time.monotonic() >= deadline:
-            return VacuumOutcome(action.table.qualified_name, action.action, "skipped-time")
-        return postgres.vacuum_table(db, action, lock_timeout=policy.lock_timeout)
+    def worker() -> None:
+        with postgres.VacuumSession(db, lock_timeout=policy.lock_timeout) as session:
+            while True:
+                with taking:
+                    item = next(queue, None)
+                if item is None:
+                    return
+                index, action = item
+                if time.monotonic() >= deadline:
+                    outcomes[index] = VacuumOutcome(action.table.qualified_name, action.action, "skipped-time")
+                else:
+                    outcomes[index] = session.run(action)
 
-    with ThreadPoolExecutor(max_workers=policy.jobs) as pool:
-        return list(pool.map(one, actions))
+    with ThreadPoolExecutor(max_workers=max(1, policy.jobs)) as pool:
+        for running in [pool.submit(worker) for _ in range(min(policy.jobs, len(actions)))]:
+            running.result()
+    return outcomes
 
 
 @flow(name="vacuum", on_failure=[page_run_failure], on_crashed=[page_run_failure])

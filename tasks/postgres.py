@@ -472,35 +472,76 @@ def _dead_tuples(conn: psycopg.Connection, schema: str, table: str) -> int | Non
     return row[0] if row else None
 
 
-def vacuum_table(db: DatabaseConfig, action: VacuumAction, *, lock_timeout: timedelta) -> VacuumOutcome:
-    """VACUUM (ANALYZE, SKIP_LOCKED) or ANALYZE (SKIP_LOCKED) one table, never waiting on a lock:
-    SKIP_LOCKED for the table's own lock, lock_timeout for any other. Problems are outcomes,
-    never exceptions, so one bad table never stops the run."""
-    table = action.table
-    name = table.qualified_name
-    target = sql.Identifier(table.schema, table.name)
-    if action.action == "vacuum":
-        statement = sql.SQL("VACUUM (ANALYZE, SKIP_LOCKED) {}").format(target)
-    else:
-        statement = sql.SQL("ANALYZE (SKIP_LOCKED) {}").format(target)
-    warnings: list[str] = []
-    started = time.monotonic()
-    try:
-        # statement_timeout 0: a vacuum may rightly take long; lock waits are what must be short.
-        with connect(db, autocommit=True, statement_timeout=timedelta(0), lock_timeout=lock_timeout) as conn:
-            conn.add_notice_handler(lambda notice: warnings.append(notice.message_primary or ""))
+def _translate_query_error(db: DatabaseConfig, exc: psycopg.Error) -> DatabaseError:
+    if _is_connection_loss(exc):
+        return DatabaseUnavailable(f"lost connection to {describe(db)}: {redact(_libpq_reason(exc))}")
+    return DatabaseError(f"query failed on {describe(db)}: {redact(_libpq_reason(exc))}")
+
+
+class VacuumSession:
+    """VACUUM (ANALYZE, SKIP_LOCKED) or ANALYZE (SKIP_LOCKED) table after table on one connection,
+    as each of vacuumdb's jobs keeps one: a connection per table costs a backend start each time.
+    Never waits on a lock: SKIP_LOCKED for the table's own lock, lock_timeout for any other.
+    Problems are outcomes, never exceptions, so one bad table never stops the run; a connection
+    that broke is replaced for the next table. One session per worker thread."""
+
+    def __init__(self, db: DatabaseConfig, *, lock_timeout: timedelta):
+        self.db, self.lock_timeout = db, lock_timeout
+        self._conn: psycopg.Connection | None = None
+        self._notices: list[str] = []
+
+    def __enter__(self) -> "VacuumSession":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def _connection(self) -> psycopg.Connection:
+        if self._conn is None or self._conn.closed:
+            kwargs = connection_kwargs(self.db)
+            # statement_timeout 0: a vacuum may rightly take long; lock waits are what must be short.
+            kwargs["options"] = f"-c statement_timeout=0 -c lock_timeout={_milliseconds(self.lock_timeout)}"
+            try:
+                self._conn = psycopg.connect(**kwargs, autocommit=True)
+            except psycopg.Error as exc:
+                raise translate_connect_error(self.db, exc) from None  # libpq text can echo conninfo
+            self._conn.add_notice_handler(lambda notice: self._notices.append(notice.message_primary or ""))
+        return self._conn
+
+    def run(self, action: VacuumAction) -> VacuumOutcome:
+        table = action.table
+        name = table.qualified_name
+        target = sql.Identifier(table.schema, table.name)
+        if action.action == "vacuum":
+            statement = sql.SQL("VACUUM (ANALYZE, SKIP_LOCKED) {}").format(target)
+        else:
+            statement = sql.SQL("ANALYZE (SKIP_LOCKED) {}").format(target)
+        started = time.monotonic()
+        try:
+            conn = self._connection()
+            self._notices.clear()
             before = _dead_tuples(conn, table.schema, table.name)
             conn.execute(statement)
             seconds = time.monotonic() - started
             after = _dead_tuples(conn, table.schema, table.name)
-    except DatabaseError as exc:
-        return VacuumOutcome(name, action.action, "error", str(exc), time.monotonic() - started)
-    skipped = [w for w in warnings if w.startswith("skipping")]
-    if any("lock not available" in w for w in skipped):
-        return VacuumOutcome(name, action.action, "skipped-locked", skipped[0], seconds, before, after)
-    if skipped:
-        return VacuumOutcome(name, action.action, "not-permitted", skipped[0], seconds, before, after)
-    return VacuumOutcome(name, action.action, "done", "", seconds, before, after)
+        except DatabaseError as exc:
+            return VacuumOutcome(name, action.action, "error", str(exc), time.monotonic() - started)
+        except psycopg.Error as exc:
+            if _is_connection_loss(exc):
+                self.close()
+            return VacuumOutcome(name, action.action, "error", str(_translate_query_error(self.db, exc)),
+                                 time.monotonic() - started)
+        skipped = [w for w in self._notices if w.startswith("skipping")]
+        if any("lock not available" in w for w in skipped):
+            return VacuumOutcome(name, action.action, "skipped-locked", skipped[0], seconds, before, after)
+        if skipped:
+            return VacuumOutcome(name, action.action, "not-permitted", skipped[0], seconds, before, after)
+        return VacuumOutcome(name, action.action, "done", "", seconds, before, after)
 
 
 # --- restore into scratch databases --------------------------------------------------------------
