@@ -4,8 +4,7 @@
                                     [--prefect ephemeral|harness] [--keep]
 
 Starts `--endpoints` local TLS servers on 127.0.0.1, one listening port each, in a child process
-of their own (one accept thread over every listener, one thread per connection for the handshake,
-as tests/test_certs.py's TlsServer does), so the servers' handshakes do not share this process's
+of their own (one asyncio loop over every listener), so the servers' handshakes do not share this process's
 GIL with maint's probes: real endpoints are on other machines. Each port presents its own trustme
 leaf for "localhost", signed by one trustme CA: most valid for years, about 5% expiring in 20 days
 (a warning at the default 28), 5% in 7 days (critical at 14) and 2.5% expired two days ago (a
@@ -41,15 +40,12 @@ import argparse
 import json
 import os
 import resource
-import selectors
 import shutil
-import socket
 import ssl
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from contextlib import contextmanager
@@ -182,43 +178,35 @@ class CpuMeter:
 
 def serve(manifest: Path) -> int:
     """Child process: one listener per PEM in the manifest; prints the ports as one JSON line;
-    serves until its stdin closes. One accept thread over all listeners, one thread per
-    connection that completes the handshake and waits for the client to go."""
-    pems = json.loads(manifest.read_text())
-    selector = selectors.DefaultSelector()
-    ports = []
-    for pem in pems:
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.load_cert_chain(pem)
-        listener = socket.create_server(("127.0.0.1", 0), backlog=256)
-        listener.setblocking(False)
-        selector.register(listener, selectors.EVENT_READ, context)
-        ports.append(listener.getsockname()[1])
+    serves until its stdin closes. One asyncio loop over every listener: each connection
+    completes the handshake and waits for the client to go (a thread per connection costs this
+    machine more CPU than the handshake, and real endpoints are on machines of their own)."""
+    import asyncio
 
-    def handshake(client: socket.socket, context: ssl.SSLContext) -> None:
+    pems = json.loads(manifest.read_text())
+
+    async def handshake_then_wait(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            client.settimeout(30)
-            with context.wrap_socket(client, server_side=True) as tls:
-                tls.recv(1)
-        except (OSError, ssl.SSLError):
+            await asyncio.wait_for(reader.read(1), 30)
+        except (OSError, ssl.SSLError, asyncio.TimeoutError):
             pass
         finally:
-            client.close()
+            writer.close()
 
-    def accept_loop() -> None:
-        while True:
-            for key, _ in selector.select():
-                try:
-                    client, _ = key.fileobj.accept()
-                except (BlockingIOError, InterruptedError):
-                    continue
-                client.setblocking(True)
-                threading.Thread(target=handshake, args=(client, key.data), daemon=True).start()
+    async def main() -> None:
+        ports = []
+        for pem in pems:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(pem)
+            server = await asyncio.start_server(handshake_then_wait, "127.0.0.1", 0, ssl=context, backlog=256)
+            ports.append(server.sockets[0].getsockname()[1])
+        sys.stdout.write(json.dumps(ports) + "\n")
+        sys.stdout.flush()
+        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)  # the parent closes it: stop
 
-    threading.Thread(target=accept_loop, daemon=True).start()
-    sys.stdout.write(json.dumps(ports) + "\n")
-    sys.stdout.flush()
-    sys.stdin.read()  # the parent closes our stdin (or dies): stop
+    logging_off = open(os.devnull, "w")
+    sys.stderr = logging_off  # handshakes the lenient probe abandons are not news
+    asyncio.run(main())
     os._exit(0)
 
 

@@ -6,10 +6,12 @@
 
 Starts, all local:
   - a throwaway PostgreSQL (maint.demo.ThrowawayPostgres) with a `shop` database (the sample schema);
-  - one HTTP server on 127.0.0.1 serving `--endpoints` health paths, `--slow` of them answering
-    after `--slow-seconds`;
+  - one asyncio HTTP server on 127.0.0.1 serving `--endpoints` health paths, `--slow` of them
+    answering after `--slow-seconds`;
   - a fake Kubernetes API (tests.k8s_server.KubeApiServer, bearer token) holding `--pods` pods in
-    a few namespaces, mostly healthy with a mix of failing states, and a kubeconfig ($KUBECONFIG).
+    a few namespaces, mostly healthy with a mix of failing states, and a kubeconfig ($KUBECONFIG);
+  the two servers in a forked child process of their own, as real endpoints are on other machines
+  (in this process they would share maint's GIL).
 
 Then times, on those same targets:
   maint       the whole `health-check` flow in-process as `maint run` runs it
@@ -44,12 +46,10 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -110,56 +110,77 @@ def prefect_console_to(path: Path):
 # --- the endpoints --------------------------------------------------------------------------------
 
 class EndpointServer:
-    """`count` health paths on one threading server; the paths in `slow` answer after `delay`."""
+    """`count` health paths on one asyncio HTTP/1.1 server; the paths in `slow` answer after
+    `delay`. Served from a child process of its own, with the fake Kubernetes API (see
+    `ServersProcess`): real endpoints are on other machines, so their work must not share this
+    process's GIL with maint's client, and a thread per request would cost the machine more CPU
+    than the request."""
 
     def __init__(self, count: int, slow: set[int], delay: float):
         self.count, self.slow, self.delay = count, slow, delay
-        bench = self
+        self.base = ""
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
+    async def _answer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+            parts = head.split(b" ", 2)[1].decode().strip("/").split("/")  # svc/NNN/health
+            index = int(parts[1]) if len(parts) == 3 and parts[0] == "svc" and parts[2] == "health" else -1
+            if not 0 <= index < self.count:
+                code, body = "404 Not Found", b'{"status": "unknown service"}'
+            else:
+                if index in self.slow:
+                    await asyncio.sleep(self.delay)
+                code, body = "200 OK", b'{"status": "ok"}'
+            writer.write(f"HTTP/1.1 {code}\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+                         f"Connection: close\r\n\r\n".encode() + body)
+            await writer.drain()
+        except (OSError, ValueError, IndexError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+            pass
+        finally:
+            writer.close()
 
-            def do_GET(self):
-                parts = self.path.strip("/").split("/")  # svc/NNN/health
-                try:
-                    index = int(parts[1]) if len(parts) == 3 and parts[0] == "svc" and parts[2] == "health" else -1
-                except ValueError:
-                    index = -1
-                if not 0 <= index < bench.count:
-                    code, body = 404, b'{"status": "unknown service"}'
-                else:
-                    if index in bench.slow:
-                        time.sleep(bench.delay)
-                    code, body = 200, b'{"status": "ok"}'
-                self.send_response(code)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+    def serve_forever(self, ready) -> None:
+        """In the child: listen, report the base URL through `ready`, serve until killed."""
+        async def main() -> None:
+            server = await asyncio.start_server(self._answer, "127.0.0.1", 0, backlog=4096)
+            ready(f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}")
+            await asyncio.Event().wait()
 
-        class Server(ThreadingHTTPServer):
-            daemon_threads = True
-            block_on_close = False
-            request_queue_size = 4096  # 200 probes connect at once; the default backlog is 5
-
-            def handle_error(self, request, client_address):
-                pass
-
-        self.server = Server(("127.0.0.1", 0), Handler)
-        self.base = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        asyncio.run(main())
 
     def urls(self) -> list[str]:
         return [f"{self.base}/svc/{i:03d}/health" for i in range(self.count)]
 
-    def __enter__(self) -> "EndpointServer":
-        self.thread.start()
+
+class ServersProcess:
+    """The endpoint server and the fake Kubernetes API, in one forked child process; stopped (and
+    its children with it) on exit. Forked before this process starts any thread."""
+
+    def __init__(self, web: EndpointServer, pods: dict[str, list[dict]]):
+        self.web, self.pods = web, pods
+        self.api_url = ""
+
+    def __enter__(self) -> "ServersProcess":
+        import multiprocessing
+
+        context = multiprocessing.get_context("fork")
+        receive, send = context.Pipe(duplex=False)
+        web, pods = self.web, self.pods
+
+        def child() -> None:
+            api = KubeApiServer(pods, token=KUBE_TOKEN).__enter__()
+            web.serve_forever(lambda base: send.send((base, api.url)))
+
+        self.process = context.Process(target=child, daemon=True, name="bench-servers")
+        self.process.start()
+        if not receive.poll(30):
+            raise RuntimeError("the endpoint and Kubernetes servers did not start within 30 s")
+        self.web.base, self.api_url = receive.recv()
         return self
 
     def __exit__(self, *exc) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self.process.kill()
+        self.process.join(10)
 
 
 def spread(count: int, chosen: int) -> set[int]:
@@ -552,16 +573,16 @@ def run(args, work: Path, console_log: Path, clock: float) -> int:
     pods = build_pods(args.pods)
     max_latency_ms = int(max(2.0, args.slow_seconds + 1.0) * 1000)
     harness = None
-    with ThrowawayPostgres() as server, EndpointServer(args.endpoints, slow, args.slow_seconds) as web, \
-            KubeApiServer(pods, token=KUBE_TOKEN) as api:
+    web = EndpointServer(args.endpoints, slow, args.slow_seconds)
+    with ServersProcess(web, pods) as servers, ThrowawayPostgres() as server:
         server.create_database("shop")
         load_sample_schema(server, "shop")
         os.environ[PASSWORD_ENV] = server.password
-        os.environ["KUBECONFIG"] = str(write_kubeconfig(work / "kubeconfig", {"bench": (api.url, KUBE_TOKEN)}))
+        os.environ["KUBECONFIG"] = str(write_kubeconfig(work / "kubeconfig", {"bench": (servers.api_url, KUBE_TOKEN)}))
         config = write_config(work / "maint.toml", server, web.urls(), max_latency_ms)
         say(f"   PostgreSQL {server.host}:{server.port}/shop (sample schema); {args.endpoints} endpoints at "
             f"{web.base}/svc/NNN/health, {len(slow)} answering after {args.slow_seconds:g}s "
-            f"(max_latency {max_latency_ms}ms); fake Kubernetes API at {api.url} with "
+            f"(max_latency {max_latency_ms}ms); fake Kubernetes API at {servers.api_url} with "
             + ", ".join(f"{ns} {len(p)}" for ns, p in pods.items()) + f" pods; config {config}")
         say(f"   {kubectl_note()}")
 
@@ -623,7 +644,7 @@ def run(args, work: Path, console_log: Path, clock: float) -> int:
         say(f"\n== the runbook loop: sequential, one process per check, {args.loop_repeat} run(s)")
         loop_times = []
         for i in range(args.loop_repeat):
-            seconds, parts, seen = run_loop(web.urls(), server, api.url)
+            seconds, parts, seen = run_loop(web.urls(), server, servers.api_url)
             loop_times.append(seconds)
             say(f"   run {i + 1}: {seconds:.3f}s (" + ", ".join(f"{k} {v:.3f}s" for k, v in parts.items()) + ")")
             say("   saw: " + ", ".join(f"{k} {v}" for k, v in seen.items()))
