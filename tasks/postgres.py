@@ -525,7 +525,16 @@ class VacuumSession:
         try:
             conn = self._connection()
             self._notices.clear()
-            before = _dead_tuples(conn, table.schema, table.name)
+            try:
+                before = _dead_tuples(conn, table.schema, table.name)
+            except psycopg.OperationalError as exc:
+                if not _is_connection_loss(exc):
+                    raise
+                # The server dropped the idle connection since the last table (a restart, an idle
+                # session timeout); nothing of this table's work was sent, so a new one is safe.
+                self.close()
+                conn = self._connection()
+                before = _dead_tuples(conn, table.schema, table.name)
             conn.execute(statement)
             seconds = time.monotonic() - started
             after = _dead_tuples(conn, table.schema, table.name)

@@ -263,3 +263,41 @@ def test_plan_runs_larger_tables_first_within_a_class():
     plan = plan_vacuum([stats("small", dead=50_000, size_bytes=8192 * 10),
                         stats("big", dead=5000, size_bytes=8192 * 100_000)], NOW, POLICY)
     assert [a.table.name for a in plan] == ["big", "small"]
+
+
+def _sessions(server, dbname: str) -> int:
+    with server.connect(dbname) as conn:
+        return conn.execute("SELECT sessions FROM pg_stat_database WHERE datname = current_database()").fetchone()[0]
+
+
+def test_each_worker_keeps_one_connection_for_its_tables(vac_pg, shop, tmp_path, capsys):
+    before = _sessions(vac_pg, shop)
+    code, report = run_json(capsys, _config(tmp_path, vac_pg, shop, jobs="1"), "vacuum")
+    time.sleep(0.5)  # the sessions' statistics reach the shared stats when they end
+    acted_on = len(_by_subject(report))
+    assert acted_on >= 6
+    # The statistics read, one vacuum worker, and _sessions' own first connection; a connection
+    # per table would be one for each of the tables acted on.
+    assert _sessions(vac_pg, shop) - before <= 3 < acted_on
+
+
+def test_a_connection_dropped_between_tables_is_replaced(vac_pg, shop):
+    from maint.config import DatabaseConfig
+    from maint.vacuum import VacuumAction
+    from tasks.postgres import VacuumSession
+
+    def action(name: str) -> VacuumAction:
+        return VacuumAction(stats(name), "vacuum", ("test",))
+
+    db = DatabaseConfig(name="prod", host=vac_pg.host, port=vac_pg.port, dbname=shop, user="tenant",
+                        password_env=PASSWORD_ENV, sslmode="disable")
+    with VacuumSession(db, lock_timeout=timedelta(seconds=1)) as session:
+        assert session.run(action("bloated")).status == "done"
+        with vac_pg.connect(shop, autocommit=True) as admin:
+            killed = admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s "
+                                   "AND application_name = 'maint'", (shop,)).fetchall()
+        assert killed == [(True,)]
+        time.sleep(0.2)
+        outcome = session.run(action("churned"))
+    assert outcome.status == "done", outcome.detail
+    assert _dead(vac_pg, shop, "churned") == 0
