@@ -53,19 +53,33 @@ async def _check_one(client: httpx.AsyncClient, endpoint: EndpointConfig) -> End
     return EndpointResult(endpoint.url, response.status_code, latency)
 
 
+def _trust_key(endpoint: EndpointConfig) -> str | None:
+    """Which trust store an endpoint needs: its ca_file, "" for the system's, None for plain http
+    (redirects are not followed, so a plain http check never reaches TLS)."""
+    if not endpoint.url.lower().startswith("https://"):
+        return None
+    return endpoint.ca_file or ""
+
+
+def _plain_http_context() -> ssl.SSLContext:
+    # Verifying, but trusting nothing: loading a trust store costs ~50 ms that plain http never uses.
+    return ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+
+
 async def _check_all(endpoints: list[EndpointConfig]) -> list[EndpointResult]:
-    # One client per CA bundle; connections are not reused across checks (each is a fresh probe).
-    by_ca: dict[str, httpx.AsyncClient] = {}
+    # One client per trust store; connections are not reused across checks (each is a fresh probe).
+    clients: dict[str | None, httpx.AsyncClient] = {}
     limits = httpx.Limits(max_connections=None, max_keepalive_connections=0)
     try:
         for endpoint in endpoints:
-            key = endpoint.ca_file or ""
-            if key not in by_ca:
-                by_ca[key] = httpx.AsyncClient(verify=_tls_context(endpoint.ca_file), follow_redirects=False,
-                                               limits=limits, headers={"User-Agent": "maint-health-check"})
-        return list(await asyncio.gather(*(_check_one(by_ca[e.ca_file or ""], e) for e in endpoints)))
+            key = _trust_key(endpoint)
+            if key not in clients:
+                context = _plain_http_context() if key is None else _tls_context(key)
+                clients[key] = httpx.AsyncClient(verify=context, follow_redirects=False, limits=limits,
+                                                 headers={"User-Agent": "maint-health-check"})
+        return list(await asyncio.gather(*(_check_one(clients[_trust_key(e)], e) for e in endpoints)))
     finally:
-        await asyncio.gather(*(c.aclose() for c in by_ca.values()))
+        await asyncio.gather(*(c.aclose() for c in clients.values()))
 
 
 def check_endpoints(endpoints: list[EndpointConfig]) -> list[EndpointResult]:
