@@ -689,7 +689,7 @@ def print_bloat(tables: list[BenchTable], est: dict[str, object], measured: dict
         say(f"   {'estimated tables, total':<36} {'':>9} {tot_est / MIB:9.1f} {'':>9} {'':>9} {tot_meas / MIB:9.1f} "
             f"{tot_est / tot_meas:8.2f}")
     say("   est. = maint.vacuum.estimate_bloat (relpages minus the pages the live rows need, from pg_class and "
-        "pg_stats); dead+free = pgstattuple's dead_tuple_len + free_space, the measured reclaimable space")
+        "pg_stats, never below n_dead_tup times the estimated row size); dead+free = pgstattuple's dead_tuple_len + free_space, the measured reclaimable space")
 
 
 def print_run(r: RunResult, bench_names: set[str], relpages: dict[str, int]) -> None:
