@@ -115,8 +115,10 @@ def test_database_down_is_a_critical_finding_naming_the_database(pg, tmp_path, c
     assert f"127.0.0.1:{dead_port}/shop" in finding["message"] and "refused" in finding["message"].lower()
     assert "accepting connections" in finding["hint"]
     assert list(store.iterdir()) == [], "a failed backup leaves nothing"
-    markdown = [a.data for a in artifacts_of(report["details"]["flow_run_id"]) if a.type == "markdown"]
+    artifacts = artifacts_of(report["details"]["flow_run_id"])
+    markdown = [a.data for a in artifacts if a.type == "markdown"]
     assert markdown and "critical" in markdown[0]
+    assert {a.key for a in artifacts} == {"backup-report", "backup-findings"}, "both belong to the flow run"
     _assert_no_secret(pg, pg.password, str(report), caplog.text, *map(str, markdown))
 
 
