@@ -87,7 +87,7 @@ def validate_restore(server: DatabaseConfig, name: str, entry: BackupEntry, path
     found = postgres.count_rows(server, name)
     if entry.manifest is not None:
         return validate_row_counts(subject, entry.manifest.tables, found)
-    return validate_tables_present(subject, toc_tables(postgres.archive_listing(path)), set(found))
+    return validate_tables_present(subject, toc_tables(postgres.archive_listing(path), set(found)), set(found))
 
 
 @task(name="run-sql-check-on-scratch", cache_policy=NO_CACHE)

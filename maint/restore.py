@@ -82,13 +82,21 @@ def validate_tables_present(subject: str, listed: list[str], found: set[str]) ->
                     "row counts not checked)")]
 
 
-def toc_tables(listing: str) -> list[str]:
-    """`schema.table` for every TABLE DATA entry of `pg_restore --list` output."""
+def toc_tables(listing: str, restored: set[str] = frozenset()) -> list[str]:
+    """`schema.table` for every TABLE DATA entry of `pg_restore --list` output.
+
+    The listing prints "schema name owner" unquoted, so a name with a space in it is ambiguous:
+    the reading that names a restored table wins, else schema and owner are one word each."""
     tables = []
     for line in listing.splitlines():
         if line.startswith(";") or " TABLE DATA " not in line:
             continue
-        parts = line.split(" TABLE DATA ", 1)[1].split()
-        if len(parts) >= 2:
-            tables.append(f"{parts[0]}.{parts[1]}")
+        words = line.split(" TABLE DATA ", 1)[1].split(" ")
+        if len(words) < 3:
+            if len(words) == 2:
+                tables.append(f"{words[0]}.{words[1]}")
+            continue
+        readings = [f"{' '.join(words[:i])}.{' '.join(words[i:j])}"
+                    for i in range(1, len(words) - 1) for j in range(i + 1, len(words))]
+        tables.append(next((r for r in readings if r in restored), f"{words[0]}.{' '.join(words[1:-1])}"))
     return tables

@@ -68,6 +68,15 @@ def test_toc_tables():
     assert toc_tables(listing) == ["public.customers", "public.orders"]
 
 
+def test_toc_tables_with_spaces_in_names():
+    listing = "3345; 0 16390 TABLE DATA public order items postgres\n" \
+              "3346; 0 16400 TABLE DATA my schema t app owner\n"
+    # Unquoted in the listing: the reading that names a restored table wins...
+    assert toc_tables(listing, {"public.order items", "my schema.t"}) == ["public.order items", "my schema.t"]
+    # ...else the schema and the owner are taken as one word each.
+    assert toc_tables(listing) == ["public.order items", "my.schema t app"]
+
+
 # --- real restores -------------------------------------------------------------------------------
 
 def _restore_config(tmp_path, pg, store_url: str, extra: str = "") -> Path:
@@ -237,3 +246,24 @@ def test_scratch_prefix_must_be_a_safe_identifier(tmp_path, pg):
     (tmp_path / "bad.toml").write_text(config)
     with pytest.raises(ConfigError, match="restore_test.scratch_prefix"):
         load_config(tmp_path / "bad.toml")
+
+
+def test_a_backup_from_another_tool_is_validated_against_its_table_of_contents(pg, tmp_path, capsys):
+    """No manifest: every TABLE DATA entry of the archive must be restored, names with spaces too."""
+    pg.create_database("spaced")
+    with pg.connect("spaced", autocommit=True) as conn:
+        conn.execute('CREATE SCHEMA "north wing"')
+        conn.execute('CREATE TABLE "north wing"."order items" (id int)')
+        conn.execute('INSERT INTO "north wing"."order items" VALUES (1), (2)')
+        conn.execute("CREATE TABLE plain (id int)")
+    store = tmp_path / "store"
+    store.mkdir()
+    env = {**os.environ, "PGPASSWORD": pg.password}
+    subprocess.run(["pg_dump", "--format=custom", "-h", pg.host, "-p", str(pg.port), "-U", pg.superuser,
+                    "-f", str(store / "spaced-nightly.dump"), "spaced"], check=True, env=env)
+
+    code, report = run_json(capsys, _restore_config(tmp_path, pg, f"file://{store}/"), "restore-test")
+    assert code == 0, report["findings"]
+    messages = {f["check"]: f["message"] for f in report["findings"]}
+    assert messages["validation"].startswith("all 2 tables of the archive's table of contents restored")
+    assert _scratch_databases(pg) == []
