@@ -47,17 +47,14 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
-from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+# Importing _common also puts this checkout on sys.path, for the imports of maint, flows and tasks.
+from _common import (CLK_TCK, descendants, fmt, load_average, prefect_api, prefect_console_to,
+                     prefect_telemetry_off, process_table, run_flow_state, say, task_times)
 
-os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-os.environ.setdefault("DO_NOT_TRACK", "1")
+prefect_telemetry_off()
 # The ephemeral API's start (migrating a fresh SQLite database) takes more than Prefect's default
 # 20 s on a busy 2-core machine; it is the warm-up, not timed.
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
@@ -66,78 +63,9 @@ RATIO_TARGET = 20.0
 WARNING_DAYS, CRITICAL_DAYS = 28, 14  # maint's defaults, written explicitly into maint.toml
 # Kind -> (share of the endpoints, days from now to notAfter). The rest are valid for years.
 KINDS = {"warning": (0.05, 20), "critical": (0.05, 7), "expired": (0.025, -2)}
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-_out = None  # the terminal: fd 1 as it was before Prefect's console output was sent to a file
-
-
-def say(text: str = "") -> None:
-    (_out or sys.stdout).write(text + "\n")
-    (_out or sys.stdout).flush()
-
-
-@contextmanager
-def prefect_console_to(path: Path):
-    """Send fd 1 and 2 to `path` (the flow logs one line per finding, 400 a run), keep `say` on
-    the terminal. At fd level, so whatever handler Prefect built keeps writing as it would."""
-    global _out
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved_out, saved_err = os.dup(1), os.dup(2)
-    _out = os.fdopen(os.dup(saved_out), "w", buffering=1)
-    with open(path, "ab") as log:
-        os.dup2(log.fileno(), 1)
-        os.dup2(log.fileno(), 2)
-    try:
-        yield
-    finally:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os.dup2(saved_out, 1)
-        os.dup2(saved_err, 2)
-        os.close(saved_out)
-        os.close(saved_err)
-        _out.close()
-        _out = None
-
-
-@contextmanager
-def _nothing():
-    yield
 
 
 # --- CPU accounting (the machine has 2 cores and may be shared) -----------------------------------
-
-def _proc_stat(pid: int) -> tuple[int, float] | None:
-    """(ppid, utime + stime in seconds) of a live process, from /proc."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-    return int(fields[1]), (int(fields[11]) + int(fields[12])) / CLK_TCK
-
-
-def descendants_cpu(root: int, exclude: set[int]) -> float:
-    """CPU seconds of every live descendant of `root` (not `root`), except the `exclude` subtrees."""
-    stats = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            st = _proc_stat(int(entry))
-            if st:
-                stats[int(entry)] = st
-    children: dict[int, list[int]] = {}
-    for pid, (ppid, _) in stats.items():
-        children.setdefault(ppid, []).append(pid)
-    total, todo = 0.0, list(children.get(root, []))
-    while todo:
-        pid = todo.pop()
-        if pid in exclude:
-            continue
-        total += stats[pid][1]
-        todo.extend(children.get(pid, []))
-    return total
-
 
 class CpuMeter:
     """CPU seconds spent between start and stop by this process, the TLS server process, other
@@ -150,12 +78,15 @@ class CpuMeter:
     def _sample(self) -> dict[str, float]:
         own = resource.getrusage(resource.RUSAGE_SELF)
         reaped = resource.getrusage(resource.RUSAGE_CHILDREN)
-        server = _proc_stat(self.server_pid)
+        processes = process_table()
+        server = processes.get(self.server_pid)
         with open("/proc/stat") as f:
             cpu = [int(v) for v in f.readline().split()[1:]]
+        others = (descendants([os.getpid()], processes) - {self.server_pid}
+                  - descendants([self.server_pid], processes))
         return {"maint process": own.ru_utime + own.ru_stime,
-                "TLS servers": server[1] if server else 0.0,
-                "other descendants": descendants_cpu(os.getpid(), {self.server_pid}),
+                "TLS servers": server.own if server else 0.0,
+                "other descendants": sum(processes[pid].own for pid in others),
                 "reaped children": reaped.ru_utime + reaped.ru_stime,
                 "machine busy": (sum(cpu) - cpu[3] - cpu[4]) / CLK_TCK}
 
@@ -336,11 +267,10 @@ def report_counts(report: dict) -> dict[str, int]:
 
 
 def run_flow(config: Path) -> tuple[float, dict]:
-    from flows._duty import run_now
     from flows.cert_check import cert_check
 
     started = time.perf_counter()
-    state = run_now(cert_check, config_path=str(config))  # exactly as `maint run cert-check`
+    state = run_flow_state(cert_check, config_path=str(config))  # exactly as `maint run cert-check`
     elapsed = time.perf_counter() - started
     report = state.result(raise_on_failure=False)
     if not (isinstance(report, dict) and "findings" in report):
@@ -397,33 +327,7 @@ def run_plain(config: Path) -> tuple[float, dict[str, float], dict]:
     return elapsed, parts, report
 
 
-def task_times(flow_run_id: str) -> list[tuple[str, float, float]]:
-    """(task name, seconds from the flow run's start to the task's start, task run time), read
-    back from the Prefect API; and the flow run's own start-to-end time."""
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
-
-    with get_client(sync_client=True) as client:
-        flow_run = client.read_flow_run(uuid.UUID(flow_run_id))
-        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[uuid.UUID(flow_run_id)])))
-    origin = flow_run.start_time or flow_run.expected_start_time
-    rows = []
-    for run in runs:
-        offset = (run.start_time - origin).total_seconds() if run.start_time and origin else float("nan")
-        took = (run.end_time - run.start_time).total_seconds() if run.start_time and run.end_time else float("nan")
-        rows.append((run.name.rsplit("-", 1)[0] if run.name else run.task_key, offset, took))
-    rows.sort(key=lambda r: r[1])
-    flow_took = ((flow_run.end_time - flow_run.start_time).total_seconds()
-                 if flow_run.start_time and flow_run.end_time else float("nan"))
-    rows.append(("(flow run, start to end as Prefect records it)", 0.0, flow_took))
-    return rows
-
-
 # --- main -----------------------------------------------------------------------------------------
-
-def fmt(seconds: float) -> str:
-    return f"{seconds:8.3f} s"
-
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -451,8 +355,7 @@ def main(argv: list[str] | None = None) -> int:
     clock = time.monotonic()
     openssl_version = subprocess.run(["openssl", "version"], capture_output=True, text=True).stdout.strip()
     say(f"== maint cert-check benchmark: {os.cpu_count()} CPU(s), Python {sys.version.split()[0]}, "
-        f"{openssl_version}, ssl module {ssl.OPENSSL_VERSION}; load average "
-        + " ".join(f"{x:.2f}" for x in os.getloadavg()) + f"; workdir {work}")
+        f"{openssl_version}, ssl module {ssl.OPENSSL_VERSION}; load average {load_average()}; workdir {work}")
     try:
         return run(args, work, clock)
     finally:
@@ -478,19 +381,11 @@ def run(args, work: Path, clock: float) -> int:
             + f"; CA {ca_file.name}; config {config.name}; set up in {time.perf_counter() - step:.1f}s")
         meter_keys = ("maint process", "TLS servers", "other descendants")
 
-        harness = None
-        if args.prefect == "harness":
-            from prefect.testing.utilities import prefect_test_harness
-
-            harness = prefect_test_harness(server_startup_timeout=120)
-        else:
-            os.environ.pop("PREFECT_API_URL", None)
-
-        with prefect_console_to(console_log), (harness or _nothing()):
+        with prefect_console_to(console_log), prefect_api(args.prefect):
             from prefect.settings import PREFECT_API_URL
 
             say(f"\n== warm-up: one cert-check flow run (starts the Prefect API: "
-                f"{'test harness' if harness else 'ephemeral, as `maint run`'}); not timed")
+                f"{'test harness' if args.prefect == 'harness' else 'ephemeral, as `maint run`'}); not timed")
             seconds, report = run_flow(config)
             say(f"   {seconds:.2f}s; Prefect API {PREFECT_API_URL.value() or '(ephemeral)'}; status {report['status']}; "
                 f"{len(report['findings'])} findings")
@@ -559,9 +454,8 @@ def run(args, work: Path, clock: float) -> int:
     say(f"   {'(for 20x the flow must take at most)':<60}{fmt(loop / RATIO_TARGET)}")
     say(f"\n   maint at least {RATIO_TARGET:g}x faster than the loop: {'PASS' if ratio >= RATIO_TARGET else 'FAIL'}"
         f" ({ratio:.1f}x with the best flow run, {ratio_median:.1f}x with the median)")
-    say(f"\n   benchmark took {time.monotonic() - clock:.0f}s; load average now "
-        + " ".join(f"{x:.2f}" for x in os.getloadavg())
-        + f"; Prefect's console output went to {console_log.name} in the workdir")
+    say(f"\n   benchmark took {time.monotonic() - clock:.0f}s; load average now {load_average()}"
+        f"; Prefect's console output went to {console_log.name} in the workdir")
     return 0
 
 

@@ -37,7 +37,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import copy
-import glob
 import json
 import logging
 import os
@@ -49,18 +48,14 @@ import tempfile
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+# Importing _common also puts this checkout on sys.path, for the imports of maint, flows, tasks and tests.
+from _common import (database_entry, fmt, libpq_env, postgres_bin_on_path, prefect_api, prefect_console_to,
+                     prefect_telemetry_off, run_flow_state, say, task_times)
 
-os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-os.environ.setdefault("DO_NOT_TRACK", "1")
-_pg_bins = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
-if _pg_bins and _pg_bins[-1] not in os.environ["PATH"].split(os.pathsep):
-    os.environ["PATH"] += os.pathsep + _pg_bins[-1]
+prefect_telemetry_off()
+postgres_bin_on_path()
 
 from maint.demo import ThrowawayPostgres, load_sample_schema  # noqa: E402
 from tests.k8s_server import KubeApiServer, pods_in_every_state, write_kubeconfig  # noqa: E402
@@ -73,38 +68,6 @@ PAGE_SIZE = 500  # kubectl's --chunk-size, and maint's
 # Namespace -> share of the pods. The first is large enough to need two pages of 500.
 NAMESPACES = {"shop": 0.55, "payments": 0.2, "search": 0.15, "batch": 0.10}
 MAX_RESTARTS = 5
-
-_out = None  # the terminal: fd 1 as it was before Prefect's console output was sent to a file
-
-
-def say(text: str = "") -> None:
-    (_out or sys.stdout).write(text + "\n")
-    (_out or sys.stdout).flush()
-
-
-@contextmanager
-def prefect_console_to(path: Path):
-    """Send fd 1 and 2 to `path` (Prefect prints ~1 log line per finding per run), keep `say` on
-    the terminal. At fd level, so whatever handler Prefect built keeps writing as it would."""
-    global _out
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved_out, saved_err = os.dup(1), os.dup(2)
-    _out = os.fdopen(os.dup(saved_out), "w", buffering=1)
-    with open(path, "ab") as log:
-        os.dup2(log.fileno(), 1)
-        os.dup2(log.fileno(), 2)
-    try:
-        yield
-    finally:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os.dup2(saved_out, 1)
-        os.dup2(saved_err, 2)
-        os.close(saved_out)
-        os.close(saved_err)
-        _out.close()
-        _out = None
 
 
 # --- the endpoints --------------------------------------------------------------------------------
@@ -226,16 +189,7 @@ def write_config(path: Path, server: ThrowawayPostgres, urls: list[str], max_lat
     path.write_text(f"""# Written by bench/health.py
 timezone = "UTC"
 
-[[databases]]
-name = "bench"
-host = "{server.host}"
-port = {server.port}
-dbname = "shop"
-user = "{server.superuser}"
-password_env = "{PASSWORD_ENV}"
-sslmode = "disable"
-connect_timeout = "3s"
-
+{database_entry(server, PASSWORD_ENV, "shop", connect_timeout="3s")}
 [health_check]
 databases = ["bench"]
 long_query = "5m"
@@ -298,15 +252,7 @@ def run_flow(config: Path, prefect_defaults: bool = False) -> tuple[float, dict]
     from flows.health_check import health_check
 
     started = time.perf_counter()
-    if prefect_defaults:
-        state = health_check(config_path=str(config), return_state=True)
-    else:
-        try:
-            from flows._duty import run_now
-        except ImportError:  # older maint: the flow called as it is
-            state = health_check(config_path=str(config), return_state=True)
-        else:
-            state = run_now(health_check, config_path=str(config))
+    state = run_flow_state(health_check, prefect_defaults, config_path=str(config))
     elapsed = time.perf_counter() - started
     report = state.result(raise_on_failure=False)
     if not (isinstance(report, dict) and "findings" in report):
@@ -329,30 +275,6 @@ def summarize(report: dict, endpoints: int) -> str:
         parts.append(f"UNEXPECTED: {len(bad_endpoints)} endpoint(s) not ok, e.g. "
                      f"{bad_endpoints[0]['message'] if bad_endpoints else '(missing)'}")
     return f"status {report['status']}; {len(findings)} findings; " + "; ".join(parts)
-
-
-def task_times(flow_run_id: str) -> list[tuple[str, float, float]]:
-    """(task name, seconds from the flow run's start to the task's start, task run time)
-    for one flow run, read back from the Prefect API."""
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
-
-    with get_client(sync_client=True) as client:
-        flow_run = client.read_flow_run(uuid.UUID(flow_run_id))
-        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[uuid.UUID(flow_run_id)])))
-    origin = flow_run.start_time or flow_run.expected_start_time
-    rows = []
-    for run in runs:
-        start = run.start_time
-        end = run.end_time
-        offset = (start - origin).total_seconds() if start and origin else float("nan")
-        took = (end - start).total_seconds() if start and end else float("nan")
-        rows.append((run.name.rsplit("-", 1)[0] if run.name else run.task_key, offset, took))
-    flow_took = ((flow_run.end_time - flow_run.start_time).total_seconds()
-                 if flow_run.start_time and flow_run.end_time else float("nan"))
-    rows.sort(key=lambda r: r[1])
-    rows.append(("(flow run, start to end as Prefect records it)", 0.0, flow_took))
-    return rows
 
 
 # --- maint without Prefect ------------------------------------------------------------------------
@@ -477,8 +399,7 @@ def run_loop(urls: list[str], server: ThrowawayPostgres, api_url: str) -> tuple[
     seen["endpoints answering 200"] = sum(s == "200" for s in statuses)
 
     step = time.perf_counter()
-    env = {**os.environ, "PGHOST": server.host, "PGPORT": str(server.port), "PGUSER": server.superuser,
-           "PGDATABASE": "shop", "PGPASSWORD": server.password, "PGCONNECT_TIMEOUT": "3"}
+    env = {**libpq_env(server), "PGDATABASE": "shop", "PGCONNECT_TIMEOUT": "3"}
     failures = 0
     for _title, query in RUNBOOK_SQL:
         done = subprocess.run(["psql", "-X", "-A", "-c", query], capture_output=True, text=True, env=env)
@@ -527,10 +448,6 @@ def machine_load() -> str:
     return f"load average {one:.2f} (1 min), {five:.2f} (5 min) on {cpus} CPU(s){note}"
 
 
-def fmt(seconds: float) -> str:
-    return f"{seconds:8.3f} s"
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--endpoints", type=int, default=200)
@@ -572,7 +489,6 @@ def run(args, work: Path, console_log: Path, clock: float) -> int:
     slow = spread(args.endpoints, args.slow)
     pods = build_pods(args.pods)
     max_latency_ms = int(max(2.0, args.slow_seconds + 1.0) * 1000)
-    harness = None
     web = EndpointServer(args.endpoints, slow, args.slow_seconds)
     with ServersProcess(web, pods) as servers, ThrowawayPostgres() as server:
         server.create_database("shop")
@@ -586,18 +502,11 @@ def run(args, work: Path, console_log: Path, clock: float) -> int:
             + ", ".join(f"{ns} {len(p)}" for ns, p in pods.items()) + f" pods; config {config}")
         say(f"   {kubectl_note()}")
 
-        if args.prefect == "harness":
-            from prefect.testing.utilities import prefect_test_harness
-
-            harness = prefect_test_harness(server_startup_timeout=120)
-        else:
-            os.environ.pop("PREFECT_API_URL", None)
-
-        with prefect_console_to(console_log), (harness or _nothing()):
+        with prefect_console_to(console_log), prefect_api(args.prefect):
             from prefect.settings import PREFECT_API_URL
 
             say(f"\n== warm-up: one health-check flow run (starts the Prefect API: "
-                f"{'test harness' if harness else 'ephemeral, as `maint run`'})")
+                f"{'test harness' if args.prefect == 'harness' else 'ephemeral, as `maint run`'})")
             seconds, report = run_flow(config)
             say(f"   {seconds:.2f}s; Prefect API {PREFECT_API_URL.value() or '(ephemeral, in-process)'}; "
                 f"{summarize(report, args.endpoints)}")
@@ -680,11 +589,6 @@ def run(args, work: Path, console_log: Path, clock: float) -> int:
     say(f"   benchmark took {time.monotonic() - clock:.0f}s; Prefect's console output went to a log "
         "file (removed with the workdir)")
     return 0
-
-
-@contextmanager
-def _nothing():
-    yield
 
 
 if __name__ == "__main__":

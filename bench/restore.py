@@ -42,33 +42,26 @@ measurement, not a test: exits 0 whatever the figures, non-zero only if the benc
 from __future__ import annotations
 
 import argparse
-import glob
 import json
 import os
 import shutil
 import subprocess
 import sys
-import tempfile
-import threading
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+# Importing _common also puts this checkout on sys.path, for the imports of maint and flows.
+from _common import (MIB, descendants, drop_database, in_parallel, libpq_env, load_average, machine_cpu, make_backup,
+                     postgres_bin_on_path, postmaster_pid, prefect_api, prefect_telemetry_off, process_table,
+                     say, timed_command, timed_ok_run, verdict, workdir, write_backup_config)
 
-os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-os.environ.setdefault("DO_NOT_TRACK", "1")
-_pg_bins = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
-if _pg_bins and _pg_bins[-1] not in os.environ["PATH"].split(os.pathsep):
-    os.environ["PATH"] += os.pathsep + _pg_bins[-1]
+prefect_telemetry_off()
+postgres_bin_on_path()
 
-import psycopg  # noqa: E402
 from psycopg import sql  # noqa: E402
 
 from maint.demo import ThrowawayPostgres  # noqa: E402
 
-MIB = 1024 * 1024
 PASSWORD_ENV = "MAINT_BENCH_RESTORE_PASSWORD"
 RATIO_TARGET = 1.10
 SCRATCH_PREFIX = "maint_scratch_"
@@ -77,10 +70,6 @@ _GUESS_DUMP_BYTES_PER_UNIT = 320.0  # one order and what hangs off it; calibrate
 _BATCH_UNITS = 50_000
 SERVER_SETTINGS = {"max_wal_size": "4GB", "checkpoint_timeout": "30min"}
 DISTURBED_SHARE = 0.10  # a run during which other processes took more of the machine's CPU is "disturbed"
-
-
-def say(text: str = "") -> None:
-    print(text, flush=True)
 
 
 # --- data -----------------------------------------------------------------------------------------
@@ -138,31 +127,6 @@ CONSTRAINTS = [  # phase 1: keys and indexes, phase 2: foreign keys (need the re
 ]
 
 
-def in_parallel(server: ThrowawayPostgres, dbname: str, jobs: list[tuple[str, dict | None]], workers: int = 2) -> None:
-    """Run the statements on `workers` connections (two cores), in list order."""
-    pending, lock, errors = list(jobs), threading.Lock(), []
-
-    def worker() -> None:
-        try:
-            with server.connect(dbname, autocommit=True) as conn:
-                while True:
-                    with lock:
-                        if not pending or errors:
-                            return
-                        statement, params = pending.pop(0)
-                    conn.execute(statement, params)
-        except BaseException as exc:  # noqa: BLE001 - re-raised below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=worker) for _ in range(workers)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    if errors:
-        raise errors[0]
-
-
 def generate(server: ThrowawayPostgres, dbname: str, units: int) -> float:
     started = time.monotonic()
     server.create_database(dbname)
@@ -184,105 +148,28 @@ def generate(server: ThrowawayPostgres, dbname: str, units: int) -> float:
 
 
 def write_config(path: Path, server: ThrowawayPostgres, dbname: str, store: Path, jobs: int) -> Path:
-    """The same shape as tests/conftest.py write_config, plus [restore_test] on the same server."""
-    path.write_text(f"""
-timezone = "UTC"
-
-[notify]
-page_on = ["critical"]
-
-[[databases]]
-name = "bench"
-host = "{server.host}"
-port = {server.port}
-dbname = "{dbname}"
-user = "{server.superuser}"
-password_env = "{PASSWORD_ENV}"
-sslmode = "disable"
-connect_timeout = "10s"
-
-[[backup_stores]]
-name = "bench-dumps"
-url = "file://{store}/"
-database = "bench"
-rpo = "26h"
-
-[backup]
-database = "bench"
-store = "bench-dumps"
-
-[restore_test]
+    """write_backup_config's configuration, plus [restore_test] on the same server."""
+    return write_backup_config(path, server, dbname, store, PASSWORD_ENV, more_sections=f"""[restore_test]
 store = "bench-dumps"
 server = "bench"
 scratch_prefix = "{SCRATCH_PREFIX}"
 jobs = {jobs}
 
-[schedules]
-backup = "0 1 * * *"
 """)
-    return path
-
-
-def make_backup(config: Path, store: Path) -> tuple[Path, float]:
-    from flows.backup import backup
-
-    started = time.monotonic()
-    state = backup(config_path=str(config), return_state=True)
-    result = state.result(raise_on_failure=False)
-    elapsed = time.monotonic() - started
-    if not (isinstance(result, dict) and result.get("status") == "ok"):
-        raise RuntimeError(f"the backup duty did not succeed: {result!r}")
-    dumps = sorted(store.glob("*.dump"))
-    if len(dumps) != 1 or not Path(f"{dumps[0]}.manifest.json").exists():
-        raise RuntimeError(f"expected one dump with a manifest in {store}, found {dumps}")
-    return dumps[0], elapsed
 
 
 # --- CPU accounting -------------------------------------------------------------------------------
 
-_HZ = os.sysconf("SC_CLK_TCK")
-
-
-def _proc_stat(pid: int) -> tuple[int, int] | None:
-    """(ppid, utime+stime+cutime+cstime in ticks) of a live process."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = text[text.rindex(")") + 2:].split()
-    return int(fields[1]), sum(int(fields[i]) for i in (11, 12, 13, 14))
-
-
 def tree_cpu_seconds(roots: list[int]) -> float:
-    """CPU seconds of the live processes under `roots`, with what they reaped from dead children."""
-    table = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            stat = _proc_stat(int(entry))
-            if stat:
-                table[int(entry)] = stat
-    children: dict[int, list[int]] = {}
-    for pid, (ppid, _) in table.items():
-        children.setdefault(ppid, []).append(pid)
-    total, todo, seen = 0, list(roots), set()
-    while todo:
-        pid = todo.pop()
-        if pid in seen or pid not in table:
-            continue
-        seen.add(pid)
-        total += table[pid][1]
-        todo += children.get(pid, [])
-    return total / _HZ
+    """CPU seconds of the live processes under `roots`, roots included, with what they reaped from
+    dead children."""
+    processes = process_table()
+    tree = (set(roots) | descendants(roots, processes)) & processes.keys()
+    return sum(processes[pid].own + processes[pid].reaped for pid in tree)
 
 
 def machine_busy_seconds() -> float:
-    fields = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-    user, nice, system, idle, iowait, irq, softirq = fields[:7]
-    return (user + nice + system + irq + softirq) / _HZ
-
-
-def load_average() -> str:
-    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    return machine_cpu()[0]
 
 
 class CpuMeter:
@@ -339,26 +226,10 @@ def checkpoint(server: ThrowawayPostgres) -> None:
     os.sync()
 
 
-def pg_env(server: ThrowawayPostgres) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update({"PGHOST": server.host, "PGPORT": str(server.port), "PGUSER": server.superuser,
-                "PGPASSWORD": server.password, "PGDATABASE": "postgres", "PGSSLMODE": "disable"})
-    return env
-
-
-def run_command(argv: list[str], env: dict[str, str]) -> float:
-    started = time.perf_counter()
-    done = subprocess.run(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    elapsed = time.perf_counter() - started
-    if done.returncode != 0:
-        raise RuntimeError(f"{' '.join(argv)} failed ({done.returncode}): {done.stderr.decode(errors='replace')[-800:]}")
-    return elapsed
-
-
 def plain_restore(server: ThrowawayPostgres, dump: Path, dbname: str, jobs: int) -> dict[str, float]:
-    env = pg_env(server)
-    createdb = run_command(["createdb", dbname], env)
-    restore = run_command(["pg_restore", f"--jobs={jobs}", "--no-owner", f"--dbname={dbname}", str(dump)], env)
+    env = {**libpq_env(server), "PGDATABASE": "postgres", "PGSSLMODE": "disable"}
+    createdb = timed_command(["createdb", dbname], env)
+    restore = timed_command(["pg_restore", f"--jobs={jobs}", "--no-owner", f"--dbname={dbname}", str(dump)], env)
     return {"createdb": createdb, "pg_restore": restore}
 
 
@@ -385,11 +256,6 @@ def exact_counts(server: ThrowawayPostgres, dbname: str) -> tuple[float, dict[st
     return time.perf_counter() - started, found
 
 
-def drop_database(server: ThrowawayPostgres, dbname: str) -> None:
-    with server.connect(autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(dbname)))
-
-
 def maint_restore_test(config: Path, prefect_defaults: bool = False) -> tuple[float, dict]:
     """One restore-test flow run in this process, as `maint run restore-test` runs it
     (flows._duty.run_now: Prefect's flow-run heartbeat off), or with `prefect_defaults` as a plain
@@ -397,21 +263,7 @@ def maint_restore_test(config: Path, prefect_defaults: bool = False) -> tuple[fl
     joined when the run ends)."""
     from flows.restore_test import restore_test
 
-    started = time.perf_counter()
-    if prefect_defaults:
-        state = restore_test(config_path=str(config), return_state=True)
-    else:
-        try:
-            from flows._duty import run_now
-        except ImportError:  # older maint: the flow called as it is
-            state = restore_test(config_path=str(config), return_state=True)
-        else:
-            state = run_now(restore_test, config_path=str(config))
-    result = state.result(raise_on_failure=False)
-    elapsed = time.perf_counter() - started
-    if not (isinstance(result, dict) and result.get("status") == "ok"):
-        raise RuntimeError(f"restore-test did not report ok: {result!r}")
-    return elapsed, result
+    return timed_ok_run(restore_test, prefect_defaults, config_path=str(config))
 
 
 def scratch_databases(server: ThrowawayPostgres) -> list[str]:
@@ -444,25 +296,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    created = args.workdir is None
-    work = Path(args.workdir or tempfile.mkdtemp(prefix="maint-bench-restore-", dir="/tmp")).resolve()
-    work.mkdir(parents=True, exist_ok=True)
-    try:
+    with workdir(args.workdir, "maint-bench-restore-", args.keep,
+                 leftovers=("store-tiny", "store-large", "tiny.toml", "large.toml")) as work:
         return run(args, work)
-    finally:
-        if args.keep:
-            say(f"\nworkdir kept: {work}")
-        elif created:
-            shutil.rmtree(work, ignore_errors=True)
-        else:
-            for name in ("store-tiny", "store-large", "tiny.toml", "large.toml"):
-                target = work / name
-                shutil.rmtree(target, ignore_errors=True) if target.is_dir() else target.unlink(missing_ok=True)
 
 
 def run(args: argparse.Namespace, work: Path) -> int:
     from prefect.settings import PREFECT_API_URL
-    from prefect.testing.utilities import prefect_test_harness
 
     clock = time.monotonic()
     say(f"== maint restore benchmark: workdir {work}, {os.cpu_count()} CPU(s), {shutil.which('pg_restore')} "
@@ -471,9 +311,9 @@ def run(args: argparse.Namespace, work: Path) -> int:
     stores = {k: work / f"store-{k}" for k in ("tiny", "large")}
     for store in stores.values():
         store.mkdir()
-    with ThrowawayPostgres(settings=SERVER_SETTINGS) as server, prefect_test_harness(server_startup_timeout=120):
+    with ThrowawayPostgres(settings=SERVER_SETTINGS) as server, prefect_api("harness"):
         os.environ[PASSWORD_ENV] = server.password
-        postmaster = int((server.datadir / "postmaster.pid").read_text().split()[0])
+        postmaster = postmaster_pid(server)
         say(f"   PostgreSQL on {server.host}:{server.port} (settings {server.settings}); "
             f"Prefect API (test harness) at {PREFECT_API_URL.value()}")
         configs = {k: write_config(work / f"{k}.toml", server, f"bench_{k}", stores[k], args.jobs) for k in stores}
@@ -489,7 +329,7 @@ def run(args: argparse.Namespace, work: Path) -> int:
                 db_bytes = conn.execute("SELECT pg_database_size(current_database())").fetchone()[0]
             say(f"   generated in {seconds:.1f}s ({db_bytes / MIB:.0f} MiB on disk); "
                 f"taking the backup with maint's `backup` duty")
-            dumps[kind], seconds = make_backup(configs[kind], stores[kind])
+            dumps[kind], seconds = make_backup(configs[kind], stores[kind], prefect_defaults=True)
             size = dumps[kind].stat().st_size
             per_unit = size / units  # calibrates the large one on the tiny one
             manifest = json.loads(Path(f"{dumps[kind]}.manifest.json").read_text())
@@ -566,9 +406,6 @@ def run(args: argparse.Namespace, work: Path) -> int:
     create_drop = d["total_seconds"] - d["download_seconds"] - d["restore_seconds"] - d["validation_seconds"]
     outside = maint_wall - d["total_seconds"]
     size = large.stat().st_size
-
-    def verdict(ok: bool) -> str:
-        return "PASS" if ok else "FAIL"
 
     say("\n" + "=" * 78)
     say("RESULTS")

@@ -38,19 +38,17 @@ import statistics
 import sys
 import time
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 from zoneinfo import ZoneInfo
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+# Importing _common also puts this checkout on sys.path, for the imports of maint, flows and tasks below.
+from _common import load_average, say
 
-from maint.backups import Manifest, TableCount  # noqa: E402
-from maint.config import RetentionConfig  # noqa: E402
-from maint.report import Finding, Report, Severity  # noqa: E402
-from maint.retention import plan_retention  # noqa: E402
-from maint.verification import BackupEntry, group_backups, newest_first  # noqa: E402
-from tasks.storage import StoredObject  # noqa: E402
+from maint.backups import Manifest, TableCount
+from maint.config import RetentionConfig
+from maint.report import Finding, Report, Severity
+from maint.retention import plan_retention
+from maint.verification import BackupEntry, group_backups, newest_first
+from tasks.storage import StoredObject
 
 TARGET_SECONDS = 2.0
 NOW = datetime(2026, 11, 27, 5, 0, tzinfo=timezone.utc)
@@ -59,10 +57,6 @@ RPO = timedelta(hours=26)
 POLICY = RetentionConfig(store="bench", keep_last=7, keep_daily=14, keep_weekly=8, keep_monthly=12, min_keep=3)
 STORE_URL = "gs://acme-backups/prod/"
 MANIFESTS_ATTACHED = 10  # size_window (7) + 3, as list_backups reads
-
-
-def say(text: str = "") -> None:
-    print(text, flush=True)
 
 
 def synthetic_store(count: int, seed: int) -> tuple[list[BackupEntry], list[StoredObject]]:
@@ -123,13 +117,6 @@ def reason_kind(reason: str) -> str:
         if reason.startswith(prefix):
             return prefix
     return reason
-
-
-def load_average() -> str:
-    try:
-        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
-    except OSError:
-        return "unknown"
 
 
 def check_plan(plan, entries: list[BackupEntry], verified: str) -> dict[str, int]:

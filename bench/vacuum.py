@@ -52,7 +52,6 @@ figures, non-zero only if the benchmark itself breaks.
 from __future__ import annotations
 
 import argparse
-import glob
 import heapq
 import os
 import re
@@ -63,21 +62,17 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+# Importing _common also puts this checkout on sys.path, for the imports of maint, flows and tasks.
+from _common import (MIB, database_entry, descendants, drop_database, libpq_env, machine_cpu, postgres_bin_on_path,
+                     postmaster_pid, prefect_api, prefect_console_to, prefect_telemetry_off, process_table,
+                     run_flow_state, say, task_times)
 
-os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-os.environ.setdefault("DO_NOT_TRACK", "1")
-_pg_bins = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
-if _pg_bins and _pg_bins[-1] not in os.environ["PATH"].split(os.pathsep):
-    os.environ["PATH"] += os.pathsep + _pg_bins[-1]
+prefect_telemetry_off()
+postgres_bin_on_path()
 
 from psycopg import sql  # noqa: E402
 
@@ -86,7 +81,6 @@ from maint.demo import ThrowawayPostgres  # noqa: E402
 PASSWORD_ENV = "MAINT_BENCH_VACUUM_PASSWORD"
 RATIO_TARGET = 1.10
 JOBS = 2
-MIB = 1024 * 1024
 SERVER_SETTINGS = {
     "autovacuum": "off",  # no background worker competing with the timed runs
     "max_wal_size": "16GB", "checkpoint_timeout": "1h",  # no checkpoint in the middle of a run
@@ -109,38 +103,6 @@ PROFILES: list[tuple[str, list[str]]] = [
                     "WHERE id % 10 = 3"]),
     ("update 5%", ["UPDATE {t} SET status = 'cancelled', updated_at = created_at WHERE id % 20 = 0"]),
 ]
-
-_out = None  # the terminal, while Prefect's console output goes to a file
-
-
-def say(text: str = "") -> None:
-    (_out or sys.stdout).write(text + "\n")
-    (_out or sys.stdout).flush()
-
-
-@contextmanager
-def prefect_console_to(path: Path):
-    """fd 1 and 2 to `path` (Prefect logs a line per finding and per task run); `say` stays on the
-    terminal. At fd level, so whatever handler Prefect built keeps writing where it did."""
-    global _out
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved_out, saved_err = os.dup(1), os.dup(2)
-    _out = os.fdopen(os.dup(saved_out), "w", buffering=1)
-    with open(path, "ab") as log:
-        os.dup2(log.fileno(), 1)
-        os.dup2(log.fileno(), 2)
-    try:
-        yield
-    finally:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os.dup2(saved_out, 1)
-        os.dup2(saved_err, 2)
-        os.close(saved_out)
-        os.close(saved_err)
-        _out.close()
-        _out = None
 
 
 # --- the bloated database -------------------------------------------------------------------------
@@ -224,11 +186,6 @@ def build_database(server: ThrowawayPostgres, dbname: str, tables: list[BenchTab
     return time.perf_counter() - started
 
 
-def drop_database(server: ThrowawayPostgres, dbname: str) -> None:
-    with server.connect(autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(dbname)))
-
-
 @dataclass
 class Measured:
     pages: int  # pg_relation_size / block size
@@ -287,15 +244,7 @@ def write_config(path: Path, server: ThrowawayPostgres, dbname: str, name: str) 
     path.write_text(f"""# Written by bench/vacuum.py
 timezone = "UTC"
 
-[[databases]]
-name = "{name}"
-host = "{server.host}"
-port = {server.port}
-dbname = "{dbname}"
-user = "{server.superuser}"
-password_env = "{PASSWORD_ENV}"
-sslmode = "disable"
-
+{database_entry(server, PASSWORD_ENV, dbname, name=name)}
 [vacuum]
 databases = ["{name}"]
 min_dead_tuples = 100
@@ -410,30 +359,6 @@ def makespan(durations: list[float], workers: int) -> float:
 
 # --- CPU accounting -------------------------------------------------------------------------------
 
-_TICK = os.sysconf("SC_CLK_TCK")
-
-
-def _proc_stat(pid: str) -> tuple[str, int, float, float] | None:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            raw = f.read()
-    except OSError:
-        return None
-    comm = raw[raw.index("(") + 1:raw.rindex(")")]
-    fields = raw[raw.rindex(")") + 2:].split()
-    # fields[1] ppid; [11] utime, [12] stime, [13] cutime, [14] cstime (in ticks)
-    return comm, int(fields[1]), (int(fields[11]) + int(fields[12])) / _TICK, (int(fields[13]) + int(fields[14])) / _TICK
-
-
-def _system_busy() -> tuple[float, float]:
-    """(busy, steal) CPU seconds of the whole machine since boot. Steal is time the hypervisor gave
-    to someone else while this machine had work: the same work then takes longer."""
-    with open("/proc/stat") as f:
-        parts = [int(x) for x in f.readline().split()[1:9]]  # user nice system idle iowait irq softirq steal
-    busy = parts[0] + parts[1] + parts[2] + parts[5] + parts[6]
-    return busy / _TICK, parts[7] / _TICK
-
-
 @dataclass
 class CpuSnapshot:
     postgres: float  # our cluster: the postmaster, its live children, and what it reaped from exited ones
@@ -444,36 +369,17 @@ class CpuSnapshot:
     steal: float  # time the hypervisor ran someone else
 
 
-def _descendants(root: int, stats: dict[int, tuple]) -> set[int]:
-    children: dict[int, list[int]] = {}
-    for pid, st in stats.items():
-        children.setdefault(st[1], []).append(pid)
-    out, todo = set(), [root]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            if child not in out:
-                out.add(child)
-                todo.append(child)
-    return out
-
-
 def cpu_snapshot(postmaster_pid: int) -> CpuSnapshot:
-    stats = {}
-    for pid in os.listdir("/proc"):
-        if pid.isdigit():
-            st = _proc_stat(pid)
-            if st is not None:
-                stats[int(pid)] = st
-    me_pid = os.getpid()
-    cluster = _descendants(postmaster_pid, stats) | {postmaster_pid}
-    mine = _descendants(me_pid, stats) - cluster
-    pg = sum(stats[p][2] for p in cluster if p in stats)
-    if postmaster_pid in stats:
-        pg += stats[postmaster_pid][3]
-    live_children = sum(stats[p][2] for p in mine)
+    processes = process_table()
+    cluster = descendants([postmaster_pid], processes) | {postmaster_pid}
+    mine = descendants([os.getpid()], processes) - cluster
+    pg = sum(processes[p].own for p in cluster if p in processes)
+    if postmaster_pid in processes:
+        pg += processes[postmaster_pid].reaped
+    live_children = sum(processes[p].own for p in mine)
     me = resource.getrusage(resource.RUSAGE_SELF)
     kids = resource.getrusage(resource.RUSAGE_CHILDREN)
-    busy, steal = _system_busy()
+    busy, steal = machine_cpu()
     return CpuSnapshot(pg, me.ru_utime + me.ru_stime, live_children, kids.ru_utime + kids.ru_stime, busy, steal)
 
 
@@ -508,10 +414,6 @@ def settle(postmaster: int, limit: float, quiet: float = 0.25) -> str:
                     f"(waited {time.monotonic() - waited:.0f}s for them)")
 
 
-def postmaster_pid(server: ThrowawayPostgres) -> int:
-    return int((server.datadir / "postmaster.pid").read_text().split()[0])
-
-
 # --- the two contenders ---------------------------------------------------------------------------
 
 @dataclass
@@ -526,9 +428,7 @@ class RunResult:
 
 
 def run_vacuumdb(server: ThrowawayPostgres, dbname: str) -> RunResult:
-    env = dict(os.environ)
-    env.update({"PGHOST": server.host, "PGPORT": str(server.port), "PGUSER": server.superuser,
-                "PGPASSWORD": server.password, "PGSSLMODE": "disable"})
+    env = {**libpq_env(server), "PGSSLMODE": "disable"}
     env.pop("PGDATABASE", None)
     offset = log_size(server)
     pm = postmaster_pid(server)
@@ -551,15 +451,7 @@ def run_flow(config: Path, dry_run: bool = False, prefect_defaults: bool = False
     from flows.vacuum import vacuum
 
     started = time.perf_counter()
-    if prefect_defaults:
-        state = vacuum(config_path=str(config), dry_run=dry_run, return_state=True)
-    else:
-        try:
-            from flows._duty import run_now
-        except ImportError:  # older maint: the flow called as it is
-            state = vacuum(config_path=str(config), dry_run=dry_run, return_state=True)
-        else:
-            state = run_now(vacuum, config_path=str(config), dry_run=dry_run)
+    state = run_flow_state(vacuum, prefect_defaults, config_path=str(config), dry_run=dry_run)
     elapsed = time.perf_counter() - started
     report = state.result(raise_on_failure=False)
     if not (isinstance(report, dict) and "findings" in report):
@@ -577,27 +469,6 @@ def fixed_costs(config: Path, runs: int = 5) -> dict[str, list[float]]:
     heartbeat thread per flow run that sleeps in whole seconds and joins it at the end."""
     return {AS_MAINT_RUN: [run_flow(config, dry_run=True)[0] for _ in range(runs)],
             PREFECT_DEFAULTS: [run_flow(config, dry_run=True, prefect_defaults=True)[0] for _ in range(runs)]}
-
-
-def task_times(flow_run_id: str) -> list[tuple[str, float, float]]:
-    """(task, seconds from the flow run's start to the task's start, task run time), from the API."""
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
-
-    with get_client(sync_client=True) as client:
-        flow_run = client.read_flow_run(uuid.UUID(flow_run_id))
-        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[uuid.UUID(flow_run_id)])))
-    origin = flow_run.start_time or flow_run.expected_start_time
-    rows = []
-    for run in runs:
-        offset = (run.start_time - origin).total_seconds() if run.start_time and origin else float("nan")
-        took = (run.end_time - run.start_time).total_seconds() if run.start_time and run.end_time else float("nan")
-        rows.append((run.name.rsplit("-", 1)[0] if run.name else run.task_key, offset, took))
-    rows.sort(key=lambda r: r[1])
-    flow_took = ((flow_run.end_time - flow_run.start_time).total_seconds()
-                 if flow_run.start_time and flow_run.end_time else float("nan"))
-    rows.append(("(flow run, start to end as Prefect records it)", 0.0, flow_took))
-    return rows
 
 
 def run_maint(server: ThrowawayPostgres, config: Path, dbname: str, prefect_defaults: bool = False) -> RunResult:
@@ -886,8 +757,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(args, work: Path, clock: float) -> int:
-    from prefect.testing.utilities import prefect_test_harness
-
     tables = bench_tables(args.tables, args.rows, args.clean)
     rounds: list[Round] = []
     fixed: dict[str, list[float]] = {}
@@ -905,7 +774,7 @@ def run(args, work: Path, clock: float) -> int:
             conn.execute("UPDATE w SET v = v || 'x'")
         warm_config = write_config(work / "maint-warmup.toml", server, "warmup", "warmup")
 
-        with prefect_console_to(work / "prefect-console.log"), prefect_test_harness(server_startup_timeout=120):
+        with prefect_console_to(work / "prefect-console.log"), prefect_api("harness"):
             from prefect.settings import PREFECT_API_URL
 
             say("\n== warm-up: the vacuum flow with dry_run=True on the tiny `warmup` database "

@@ -21,31 +21,24 @@ target. A measurement, not a test: it exits 0 whatever the figures, non-zero onl
 from __future__ import annotations
 
 import argparse
-import glob
 import logging
 import os
 import re
 import shutil
 import subprocess
 import sys
-import tempfile
-import threading
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+# Importing _common also puts this checkout on sys.path, for the imports of maint and flows.
+from _common import (MIB, ROOT, in_parallel, make_backup, postgres_bin_on_path, prefect_api, prefect_telemetry_off,
+                     say, timed_command, timed_ok_run, verdict, workdir, write_backup_config)
 
-os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-os.environ.setdefault("DO_NOT_TRACK", "1")
-_pg_bins = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
-if _pg_bins and _pg_bins[-1] not in os.environ["PATH"].split(os.pathsep):
-    os.environ["PATH"] += os.pathsep + _pg_bins[-1]
+prefect_telemetry_off()
+postgres_bin_on_path()
 
 from maint.demo import ThrowawayPostgres  # noqa: E402
 
-MIB = 1024 * 1024
 PASSWORD_ENV = "MAINT_BENCH_DB_PASSWORD"
 RATIO_TARGET = 1.10
 RSS_TARGET_MIB = 64
@@ -57,10 +50,6 @@ _GUESS_DUMP_BYTES_PER_ROW = 540.0  # refined from the small dump before the larg
 _BATCH_ROWS = 100_000
 
 
-def say(text: str = "") -> None:
-    print(text, flush=True)
-
-
 # --- data -----------------------------------------------------------------------------------------
 
 def generate(server: ThrowawayPostgres, dbname: str, rows: int) -> float:
@@ -69,81 +58,12 @@ def generate(server: ThrowawayPostgres, dbname: str, rows: int) -> float:
     server.create_database(dbname)
     with server.connect(dbname, autocommit=True) as conn:
         conn.execute("CREATE UNLOGGED TABLE blobs (id bigint NOT NULL, payload text NOT NULL)")
-    batches = [(lo, min(lo + _BATCH_ROWS - 1, rows)) for lo in range(1, rows + 1, _BATCH_ROWS)]
-    lock, errors = threading.Lock(), []
-
-    def worker() -> None:
-        try:
-            with server.connect(dbname, autocommit=True) as conn:
-                while True:
-                    with lock:
-                        if not batches or errors:
-                            return
-                        lo, hi = batches.pop(0)
-                    conn.execute(f"INSERT INTO blobs SELECT g, {_PAYLOAD} FROM generate_series(%s::bigint, %s::bigint) g",
-                                 (lo, hi))
-        except BaseException as exc:  # noqa: BLE001 - re-raised below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=worker) for _ in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    if errors:
-        raise errors[0]
+    insert = f"INSERT INTO blobs SELECT g, {_PAYLOAD} FROM generate_series(%s::bigint, %s::bigint) g"
+    in_parallel(server, dbname, [(insert, (lo, min(lo + _BATCH_ROWS - 1, rows)))
+                                 for lo in range(1, rows + 1, _BATCH_ROWS)])
     with server.connect(dbname, autocommit=True) as conn:
         conn.execute("ANALYZE blobs")
     return time.monotonic() - started
-
-
-def write_config(path: Path, server: ThrowawayPostgres, dbname: str, store: Path) -> Path:
-    """The same shape as tests/conftest.py write_config: one database, one local store."""
-    path.write_text(f"""
-timezone = "UTC"
-
-[notify]
-page_on = ["critical"]
-
-[[databases]]
-name = "bench"
-host = "{server.host}"
-port = {server.port}
-dbname = "{dbname}"
-user = "{server.superuser}"
-password_env = "{PASSWORD_ENV}"
-sslmode = "disable"
-connect_timeout = "10s"
-
-[[backup_stores]]
-name = "bench-dumps"
-url = "file://{store}/"
-database = "bench"
-rpo = "26h"
-
-[backup]
-database = "bench"
-store = "bench-dumps"
-
-[schedules]
-backup = "0 1 * * *"
-""")
-    return path
-
-
-def make_backup(config: Path, store: Path) -> tuple[Path, float]:
-    from flows.backup import backup
-
-    started = time.monotonic()
-    state = run_flow(backup, config)
-    result = state.result(raise_on_failure=False)
-    elapsed = time.monotonic() - started
-    if not (isinstance(result, dict) and result.get("status") == "ok"):
-        raise RuntimeError(f"the backup duty did not succeed: {result!r}")
-    dumps = sorted(store.glob("*.dump"))
-    if len(dumps) != 1 or not Path(f"{dumps[0]}.manifest.json").exists():
-        raise RuntimeError(f"expected one dump with a manifest in {store}, found {dumps}")
-    return dumps[0], elapsed
 
 
 # --- timing ---------------------------------------------------------------------------------------
@@ -174,15 +94,6 @@ class Cache:
         with open(path, "rb") as f:
             while f.read(8 * MIB):
                 pass
-
-
-def timed_command(argv: list[str]) -> float:
-    started = time.perf_counter()
-    done = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    elapsed = time.perf_counter() - started
-    if done.returncode != 0:
-        raise RuntimeError(f"{' '.join(argv)} failed ({done.returncode}): {done.stderr.decode(errors='replace')[-500:]}")
-    return elapsed
 
 
 def measured(action) -> tuple[float, float, float]:
@@ -229,31 +140,11 @@ def streamed_pass(config: Path) -> tuple[float, object]:
     return elapsed, result
 
 
-def run_flow(flow, config: Path, prefect_defaults: bool = False):
-    """One flow run in this process as `maint run` runs it (flows._duty.run_now: Prefect's
-    flow-run heartbeat off), or with `prefect_defaults` as a plain call (heartbeat on, as under a
-    deployment). Returns the final state."""
-    if not prefect_defaults:
-        try:
-            from flows._duty import run_now
-        except ImportError:  # older maint: the flow called as it is
-            pass
-        else:
-            return run_now(flow, config_path=str(config))
-    return flow(config_path=str(config), return_state=True)
-
-
 def whole_flow(config: Path, prefect_defaults: bool = False) -> tuple[float, dict]:
     """maint (b): the backup-verification flow, end to end, as `maint run` calls it."""
     from flows.backup_verification import backup_verification
 
-    started = time.perf_counter()
-    state = run_flow(backup_verification, config, prefect_defaults)
-    result = state.result(raise_on_failure=False)
-    elapsed = time.perf_counter() - started
-    if not (isinstance(result, dict) and result.get("status") == "ok"):
-        raise RuntimeError(f"backup-verification did not report ok: {result!r}")
-    return elapsed, result
+    return timed_ok_run(backup_verification, prefect_defaults, config_path=str(config))
 
 
 # --- memory ---------------------------------------------------------------------------------------
@@ -300,25 +191,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    created = args.workdir is None
-    work = Path(args.workdir or tempfile.mkdtemp(prefix="maint-bench-", dir="/tmp")).resolve()
-    work.mkdir(parents=True, exist_ok=True)
-    try:
+    with workdir(args.workdir, "maint-bench-", args.keep,
+                 leftovers=("store-small", "store-large", "small.toml", "large.toml")) as work:
         return run(args, work)
-    finally:
-        if args.keep:
-            say(f"\nworkdir kept: {work}")
-        elif created:
-            shutil.rmtree(work, ignore_errors=True)
-        else:
-            for name in ("store-small", "store-large", "small.toml", "large.toml"):
-                target = work / name
-                shutil.rmtree(target, ignore_errors=True) if target.is_dir() else target.unlink(missing_ok=True)
 
 
 def run(args: argparse.Namespace, work: Path) -> int:
     from prefect.settings import PREFECT_API_URL
-    from prefect.testing.utilities import prefect_test_harness
 
     clock = time.monotonic()
     say(f"== maint verification benchmark: workdir {work}, {os.cpu_count()} CPU(s), "
@@ -326,11 +205,12 @@ def run(args: argparse.Namespace, work: Path) -> int:
     stores = {k: work / f"store-{k}" for k in ("small", "large")}
     for store in stores.values():
         store.mkdir()
-    with ThrowawayPostgres() as server, prefect_test_harness(server_startup_timeout=120):
+    with ThrowawayPostgres() as server, prefect_api("harness"):
         os.environ[PASSWORD_ENV] = server.password
         api_url = PREFECT_API_URL.value()
         say(f"   PostgreSQL on {server.host}:{server.port}; Prefect API (test harness) at {api_url}")
-        configs = {k: write_config(work / f"{k}.toml", server, f"bench_{k}", stores[k]) for k in stores}
+        configs = {k: write_backup_config(work / f"{k}.toml", server, f"bench_{k}", stores[k], PASSWORD_ENV)
+                   for k in stores}
         dumps: dict[str, Path] = {}
         per_row = _GUESS_DUMP_BYTES_PER_ROW
         for kind, mib in (("small", args.small_mib), ("large", args.size_mib)):
@@ -398,9 +278,6 @@ def run(args: argparse.Namespace, work: Path) -> int:
     ratio_a, ratio_b = best["maint (a) streamed pass"] / plain, best["maint (b) whole flow"] / plain
     ratio_c = best["maint (c) flow, heartbeat on"] / plain
     rss_diff_mib = (rss["large"] - rss["small"]) / 1024
-
-    def verdict(ok: bool) -> str:
-        return "PASS" if ok else "FAIL"
 
     say("\n" + "=" * 78)
     say("RESULTS")
