@@ -99,39 +99,80 @@ def _page_details(report_duty: str, finding: Finding, flow_run_url: str | None) 
 
 
 def notify_report(report: Report, config: NotifyConfig, flow_run_url: str | None) -> PagePlan | None:
-    """Slack for warning or worse; PagerDuty trigger/resolve by plan_pages. Raises NotificationError."""
+    """PagerDuty trigger/resolve by plan_pages, Slack for warning or worse. Both are attempted
+    whatever happens to the other (a revoked Slack webhook must not keep on-call from being
+    paged); raises NotificationError afterwards if either could not be delivered."""
     notifier = Notifier(config)
+    plan = None
+    undelivered: list[NotificationError] = []
+    if notifier.has_pagerduty:
+        try:
+            plan = _page_on_call(notifier, report, flow_run_url, config.page_on)
+        except NotificationError as exc:
+            undelivered.append(exc)
     if notifier.has_slack and report.status is not Severity.OK:
-        notifier.slack(slack_text(report, flow_run_url))
-    if not notifier.has_pagerduty:
-        return None
+        try:
+            notifier.slack(slack_text(report, flow_run_url))
+        except NotificationError as exc:
+            undelivered.append(exc)
+    _raise_undelivered(undelivered)
+    return plan
+
+
+def _page_on_call(notifier: Notifier, report: Report, flow_run_url: str | None, page_on: list[str]) -> PagePlan:
     # A run that got this far completed: it resolves a page left by an earlier failed run.
     run_completed = Finding(RUN_FAILED_CHECK, report.duty, Severity.OK, "run completed")
-    plan = plan_pages(report.duty, [*report.findings, run_completed], load_open_pages(report.duty),
-                      config.page_on, frozenset(report.exhaustive_checks))
-    for key, finding in plan.triggers:
-        notifier.pagerduty("trigger", key, summary=f"maint {report.duty}: {finding.check} {finding.subject}: {finding.message}",
-                           severity=finding.severity.value, component=finding.subject, group=report.duty,
-                           event_class=finding.check, details=_page_details(report.duty, finding, flow_run_url),
-                           link=flow_run_url)
-    for key, _finding in plan.resolves:
-        notifier.pagerduty("resolve", key)
-    save_open_pages(report.duty, plan.still_open)
+    open_before = load_open_pages(report.duty)
+    plan = plan_pages(report.duty, [*report.findings, run_completed], open_before, page_on,
+                      frozenset(report.exhaustive_checks))
+    triggered: set[str] = set()
+    resolved: set[str] = set()
+    try:
+        for key, finding in plan.triggers:
+            notifier.pagerduty("trigger", key, summary=f"maint {report.duty}: {finding.check} {finding.subject}: "
+                               f"{finding.message}", severity=finding.severity.value, component=finding.subject,
+                               group=report.duty, event_class=finding.check,
+                               details=_page_details(report.duty, finding, flow_run_url), link=flow_run_url)
+            triggered.add(key)
+        for key, _finding in plan.resolves:
+            notifier.pagerduty("resolve", key)
+            resolved.add(key)
+    finally:
+        # What was delivered is remembered even when a later event was not (a 429 in a storm of
+        # pages): an open page that nobody records would never be resolved.
+        save_open_pages(report.duty, sorted((set(open_before) | triggered) - resolved))
     log.info("notified: %d page(s) triggered, %d resolved", len(plan.triggers), len(plan.resolves))
     return plan
 
 
+def _raise_undelivered(undelivered: list[NotificationError]) -> None:
+    if len(undelivered) == 1:
+        raise undelivered[0]
+    if undelivered:
+        raise NotificationError("; ".join(str(exc) for exc in undelivered))
+
+
 def notify_run_failure(duty: str, config: NotifyConfig, message: str, flow_run_url: str | None) -> None:
-    """A run that failed or crashed before it could report: Slack and a page, once per duty."""
+    """A run that failed or crashed before it could report: a page once per duty, and Slack; both
+    attempted whatever happens to the other."""
     notifier = Notifier(config)
-    if notifier.has_slack:
-        link = f"\n<{flow_run_url}|Prefect flow run>" if flow_run_url else ""
-        notifier.slack(f"*maint {duty}: RUN FAILED*\n{message}{link}")
+    undelivered: list[NotificationError] = []
     if notifier.has_pagerduty:
         key = dedup_key(duty, RUN_FAILED_CHECK, duty)
         finding = Finding(RUN_FAILED_CHECK, duty, Severity.CRITICAL, message,
                           "open the flow run's logs; the duty did not complete")
-        notifier.pagerduty("trigger", key, summary=f"maint {duty}: {message}", severity="critical",
-                           component=duty, group=duty, event_class=RUN_FAILED_CHECK,
-                           details=_page_details(duty, finding, flow_run_url), link=flow_run_url)
-        save_open_pages(duty, sorted({*load_open_pages(duty), key}))
+        try:
+            notifier.pagerduty("trigger", key, summary=f"maint {duty}: {message}", severity="critical",
+                               component=duty, group=duty, event_class=RUN_FAILED_CHECK,
+                               details=_page_details(duty, finding, flow_run_url), link=flow_run_url)
+        except NotificationError as exc:
+            undelivered.append(exc)
+        else:
+            save_open_pages(duty, sorted({*load_open_pages(duty), key}))
+    if notifier.has_slack:
+        link = f"\n<{flow_run_url}|Prefect flow run>" if flow_run_url else ""
+        try:
+            notifier.slack(f"*maint {duty}: RUN FAILED*\n{message}{link}")
+        except NotificationError as exc:
+            undelivered.append(exc)
+    _raise_undelivered(undelivered)

@@ -3,6 +3,8 @@ open per duty, and the newest backup per store that passed verification."""
 
 from __future__ import annotations
 
+import itertools
+import json
 import re
 
 
@@ -10,17 +12,59 @@ def _variable(*parts: str) -> str:
     return re.sub(r"[^a-z0-9_]", "_", "maint_" + "_".join(parts).lower())
 
 
+# Prefect refuses a Variable whose JSON value is over 5,000 characters: about 100 dedup keys. A
+# large incident (150 crash-looping pods) must not lose its open pages, or they would never be
+# resolved, so the list is spread over Variables `maint_open_pages_<duty>`, `..._1`, `..._2`...
+SHARD_CHARS = 4500
+# A shard is closed only when the next key does not fit, so one with room for any key (PagerDuty
+# caps a dedup_key at 255 characters) is the last: loading reads no Variable beyond it.
+_KEY_ROOM = 260
+
+
+def _json_length(keys: list[str]) -> int:
+    return len(json.dumps(keys))
+
+
+def pack_open_pages(keys: list[str]) -> list[list[str]]:
+    """The keys in order, in shards of at most SHARD_CHARS characters of JSON; the last shard
+    always has room for another key (an empty one is added when the last is full)."""
+    shards: list[list[str]] = [[]]
+    for key in keys:
+        if shards[-1] and _json_length([*shards[-1], key]) > SHARD_CHARS:
+            shards.append([])
+        shards[-1].append(key)
+    if _json_length(shards[-1]) > SHARD_CHARS - _KEY_ROOM:
+        shards.append([])
+    return shards
+
+
+def _is_last_shard(shard: list[str]) -> bool:
+    return _json_length(shard) <= SHARD_CHARS - _KEY_ROOM
+
+
+def _open_pages_variable(duty: str, index: int) -> str:
+    # Shard 0 keeps the name a single Variable always had.
+    return _variable("open_pages", duty) if index == 0 else _variable("open_pages", duty, str(index))
+
+
 def load_open_pages(duty: str) -> list[str]:
     from prefect.variables import Variable
 
-    value = Variable.get(_variable("open_pages", duty), default=[])
-    return list(value) if isinstance(value, list) else []
+    keys: list[str] = []
+    for index in itertools.count():
+        value = Variable.get(_open_pages_variable(duty, index), default=[])
+        shard = [k for k in value if isinstance(k, str)] if isinstance(value, list) else []
+        keys.extend(shard)
+        if _is_last_shard(shard):
+            return keys
 
 
 def save_open_pages(duty: str, keys: list[str]) -> None:
+    """Shards past the new last one may be left from a larger list; loading never reads them."""
     from prefect.variables import Variable
 
-    Variable.set(_variable("open_pages", duty), keys, overwrite=True)
+    for index, shard in enumerate(pack_open_pages(keys)):
+        Variable.set(_open_pages_variable(duty, index), shard, overwrite=True)
 
 
 def record_verified(store: str, backup_name: str) -> None:

@@ -212,3 +212,84 @@ def test_failed_flow_run_pages_through_the_hook(pg, tmp_path, receivers):
     assert backup(config_path=str(good), return_state=True).is_completed()
     events = _bodies(httpserver, "/v2/enqueue")
     assert ("resolve", dedup_key("backup", "flow-run", "backup")) in [(e["event_action"], e["dedup_key"]) for e in events]
+
+
+# --- delivery failures: paging never depends on Slack, and what was delivered is remembered -------
+
+def _report(duty: str, subjects: list[str]):
+    from datetime import datetime, timezone
+
+    from maint.report import Finding, Report, Severity
+
+    report = Report(duty=duty, started_at=datetime.now(timezone.utc))
+    for subject in subjects:
+        report.add(Finding("pods", subject, Severity.CRITICAL, "CrashLoopBackOff", "kubectl logs --previous"))
+    return report
+
+
+def _notify_config(httpserver, slack_path: str | None = None):
+    from maint.config import NotifyConfig
+
+    return NotifyConfig(slack_webhook_url_env=SLACK_ENV if slack_path else None, pagerduty_routing_key_env=PD_ENV,
+                        pagerduty_events_url=httpserver.url_for("/v2/enqueue"), timeout="2s")
+
+
+@pytest.fixture
+def revoked_slack(httpserver, monkeypatch):
+    """Slack answering 403 as for a revoked webhook; PagerDuty accepting every event."""
+    slack_path = "/services/T000/B000/revoked"
+    monkeypatch.setenv(SLACK_ENV, httpserver.url_for(slack_path))
+    monkeypatch.setenv(PD_ENV, ROUTING_KEY)
+    httpserver.expect_request(slack_path, method="POST").respond_with_data("invalid_token", status=403)
+    httpserver.expect_request("/v2/enqueue", method="POST").respond_with_json({"status": "success"}, status=202)
+    return _notify_config(httpserver, slack_path)
+
+
+def test_a_revoked_slack_webhook_does_not_keep_on_call_from_being_paged(httpserver, revoked_slack):
+    from maint.errors import NotificationError
+    from tasks.notify import notify_report
+    from tasks.state import load_open_pages
+
+    with pytest.raises(NotificationError, match=f"Slack webhook \\(\\${SLACK_ENV}\\).*HTTP 403"):
+        notify_report(_report("slack-revoked", ["shop/web-1"]), revoked_slack, None)
+
+    [trigger] = _bodies(httpserver, "/v2/enqueue")
+    assert trigger["event_action"] == "trigger"
+    assert load_open_pages("slack-revoked") == [dedup_key("slack-revoked", "pods", "shop/web-1")]
+
+
+def test_pages_delivered_before_pagerduty_refused_one_are_remembered(httpserver, monkeypatch):
+    from maint.errors import NotificationError
+    from tasks.notify import notify_report
+    from tasks.state import load_open_pages
+
+    monkeypatch.setenv(PD_ENV, ROUTING_KEY)
+    accepted = []
+
+    def pagerduty(request):
+        if len(accepted) == 2:
+            return Response('{"status": "invalid event"}', status=400, content_type="application/json")
+        accepted.append(json.loads(request.data)["dedup_key"])
+        return Response('{"status": "success"}', status=202, content_type="application/json")
+
+    httpserver.expect_request("/v2/enqueue", method="POST").respond_with_handler(pagerduty)
+    subjects = ["shop/web-1", "shop/web-2", "shop/web-3"]
+
+    with pytest.raises(NotificationError, match="HTTP 400"):
+        notify_report(_report("pd-refused", subjects), _notify_config(httpserver), None)
+
+    assert len(accepted) == 2
+    assert load_open_pages("pd-refused") == sorted(accepted), "delivered pages will be resolved by a later run"
+
+
+def test_a_failed_run_pages_even_when_slack_is_revoked(httpserver, revoked_slack):
+    from maint.errors import NotificationError
+    from tasks.notify import notify_run_failure
+    from tasks.state import load_open_pages
+
+    with pytest.raises(NotificationError, match="HTTP 403"):
+        notify_run_failure("crashed-duty", revoked_slack, "flow run crashed", None)
+
+    [trigger] = _bodies(httpserver, "/v2/enqueue")
+    assert trigger["event_action"] == "trigger" and "flow run crashed" in trigger["payload"]["summary"]
+    assert load_open_pages("crashed-duty") == [dedup_key("crashed-duty", "flow-run", "crashed-duty")]

@@ -1,5 +1,7 @@
 """Who gets paged: dedup keys and the trigger/resolve plan."""
 
+import json
+
 import pytest
 
 from maint.paging import PagePlan, dedup_key, plan_pages
@@ -127,3 +129,31 @@ def test_without_exhaustive_checks_absent_subjects_stay_open():
     yesterday = dedup_key("health-check", "pods", "shop/web-1")
     plan = plan_pages("health-check", [], [yesterday], ["critical"])
     assert plan.resolves == [] and plan.still_open == [yesterday]
+
+
+# --- open pages kept in Prefect Variables ---------------------------------------------------------
+
+def _keys(count: int) -> list[str]:
+    return sorted(dedup_key("health-check", "pods", f"shop/web-{i}") for i in range(count))
+
+
+def test_open_pages_pack_into_shards_prefect_accepts():
+    from tasks.state import SHARD_CHARS, pack_open_pages
+
+    assert pack_open_pages([]) == [[]]
+    shards = pack_open_pages(_keys(300))
+    assert len(shards) == 4 and [k for shard in shards for k in shard] == _keys(300)
+    assert all(len(json.dumps(shard)) <= SHARD_CHARS < 5000 for shard in shards)
+
+
+def test_a_large_incident_keeps_every_open_page():
+    """Prefect caps one Variable at 5,000 characters, about 100 keys: 300 must all come back."""
+    from tasks.state import load_open_pages, save_open_pages
+
+    save_open_pages("health-check", _keys(300))
+    assert load_open_pages("health-check") == _keys(300)
+    # The incident ends: shards left from the longer list are never read again.
+    save_open_pages("health-check", _keys(2))
+    assert load_open_pages("health-check") == _keys(2)
+    save_open_pages("health-check", [])
+    assert load_open_pages("health-check") == []
