@@ -47,7 +47,8 @@ async def _connect(target: CertificateConfig, context: ssl.SSLContext) -> asynci
 
 
 async def _close(writer: asyncio.StreamWriter) -> None:
-    """Close, and give the server a moment to answer close_notify; a probe never waits on it."""
+    """Close, giving the server up to a second to answer close_notify; what it answers (or
+    not) changes nothing about the probe."""
     writer.close()
     try:
         async with asyncio.timeout(1):
