@@ -87,7 +87,8 @@ def validate_restore(server: DatabaseConfig, name: str, entry: BackupEntry, path
     found = postgres.count_rows(server, name)
     if entry.manifest is not None:
         return validate_row_counts(subject, entry.manifest.tables, found)
-    return validate_tables_present(subject, toc_tables(postgres.archive_listing(path), set(found)), set(found))
+    restored = set(found)
+    return validate_tables_present(subject, toc_tables(postgres.archive_listing(path), restored), restored)
 
 
 @task(name="run-sql-check-on-scratch", cache_policy=NO_CACHE)

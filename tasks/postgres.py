@@ -102,11 +102,11 @@ def _milliseconds(delta: timedelta) -> int:
     return 0 if delta <= timedelta(0) else max(1, int(delta.total_seconds() * 1000))
 
 
-@contextmanager
-def connect(db: DatabaseConfig, *, dbname: str | None = None, autocommit: bool = False,
-            statement_timeout: timedelta | None = None,
-            lock_timeout: timedelta | None = None) -> Iterator[psycopg.Connection]:
-    """A connection; the timeouts are set at startup, so they bind every statement including the first."""
+def open_connection(db: DatabaseConfig, *, dbname: str | None = None, autocommit: bool = False,
+                    statement_timeout: timedelta | None = None,
+                    lock_timeout: timedelta | None = None) -> psycopg.Connection:
+    """A connection the caller closes; the timeouts are set at startup, so they bind every
+    statement including the first."""
     kwargs = connection_kwargs(db, dbname)
     settings = []
     if statement_timeout is not None:
@@ -116,15 +116,28 @@ def connect(db: DatabaseConfig, *, dbname: str | None = None, autocommit: bool =
     if settings:
         kwargs["options"] = " ".join(settings)
     try:
-        conn = psycopg.connect(**kwargs, autocommit=autocommit)
+        return psycopg.connect(**kwargs, autocommit=autocommit)
     except psycopg.Error as exc:
         raise translate_connect_error(db, exc, dbname) from None  # libpq text can echo conninfo
+
+
+def translate_query_error(db: DatabaseConfig, exc: psycopg.Error, dbname: str | None = None) -> DatabaseError:
+    if _is_connection_loss(exc):
+        return DatabaseUnavailable(f"lost connection to {describe(db, dbname)}: {redact(_libpq_reason(exc))}")
+    return DatabaseError(f"query failed on {describe(db, dbname)}: {redact(_libpq_reason(exc))}")
+
+
+@contextmanager
+def connect(db: DatabaseConfig, *, dbname: str | None = None, autocommit: bool = False,
+            statement_timeout: timedelta | None = None,
+            lock_timeout: timedelta | None = None) -> Iterator[psycopg.Connection]:
+    """open_connection, closed on exit; psycopg errors become DatabaseError naming the database."""
+    conn = open_connection(db, dbname=dbname, autocommit=autocommit, statement_timeout=statement_timeout,
+                           lock_timeout=lock_timeout)
     try:
         yield conn
     except psycopg.Error as exc:
-        if _is_connection_loss(exc):
-            raise DatabaseUnavailable(f"lost connection to {describe(db, dbname)}: {redact(_libpq_reason(exc))}") from exc
-        raise DatabaseError(f"query failed on {describe(db, dbname)}: {redact(_libpq_reason(exc))}") from exc
+        raise translate_query_error(db, exc, dbname) from exc
     finally:
         conn.close()
 
@@ -472,12 +485,6 @@ def _dead_tuples(conn: psycopg.Connection, schema: str, table: str) -> int | Non
     return row[0] if row else None
 
 
-def _translate_query_error(db: DatabaseConfig, exc: psycopg.Error) -> DatabaseError:
-    if _is_connection_loss(exc):
-        return DatabaseUnavailable(f"lost connection to {describe(db)}: {redact(_libpq_reason(exc))}")
-    return DatabaseError(f"query failed on {describe(db)}: {redact(_libpq_reason(exc))}")
-
-
 class VacuumSession:
     """VACUUM (ANALYZE, SKIP_LOCKED) or ANALYZE (SKIP_LOCKED) table after table on one connection,
     as each of vacuumdb's jobs keeps one: a connection per table costs a backend start each time.
@@ -503,13 +510,9 @@ class VacuumSession:
 
     def _connection(self) -> psycopg.Connection:
         if self._conn is None or self._conn.closed:
-            kwargs = connection_kwargs(self.db)
             # statement_timeout 0: a vacuum may rightly take long; lock waits are what must be short.
-            kwargs["options"] = f"-c statement_timeout=0 -c lock_timeout={_milliseconds(self.lock_timeout)}"
-            try:
-                self._conn = psycopg.connect(**kwargs, autocommit=True)
-            except psycopg.Error as exc:
-                raise translate_connect_error(self.db, exc) from None  # libpq text can echo conninfo
+            self._conn = open_connection(self.db, autocommit=True, statement_timeout=timedelta(0),
+                                         lock_timeout=self.lock_timeout)
             self._conn.add_notice_handler(lambda notice: self._notices.append(notice.message_primary or ""))
         return self._conn
 
@@ -543,7 +546,7 @@ class VacuumSession:
         except psycopg.Error as exc:
             if _is_connection_loss(exc):
                 self.close()
-            return VacuumOutcome(name, action.action, "error", str(_translate_query_error(self.db, exc)),
+            return VacuumOutcome(name, action.action, "error", str(translate_query_error(self.db, exc)),
                                  time.monotonic() - started)
         skipped = [w for w in self._notices if w.startswith("skipping")]
         if any("lock not available" in w for w in skipped):

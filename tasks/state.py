@@ -25,6 +25,10 @@ def _json_length(keys: list[str]) -> int:
     return len(json.dumps(keys))
 
 
+def _is_last_shard(shard: list[str]) -> bool:
+    return _json_length(shard) <= SHARD_CHARS - _KEY_ROOM
+
+
 def pack_open_pages(keys: list[str]) -> list[list[str]]:
     """The keys in order, in shards of at most SHARD_CHARS characters of JSON; the last shard
     always has room for another key (an empty one is added when the last is full)."""
@@ -33,13 +37,9 @@ def pack_open_pages(keys: list[str]) -> list[list[str]]:
         if shards[-1] and _json_length([*shards[-1], key]) > SHARD_CHARS:
             shards.append([])
         shards[-1].append(key)
-    if _json_length(shards[-1]) > SHARD_CHARS - _KEY_ROOM:
+    if not _is_last_shard(shards[-1]):
         shards.append([])
     return shards
-
-
-def _is_last_shard(shard: list[str]) -> bool:
-    return _json_length(shard) <= SHARD_CHARS - _KEY_ROOM
 
 
 def _open_pages_variable(duty: str, index: int) -> str:
