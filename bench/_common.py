@@ -125,7 +125,7 @@ def run_flow_state(flow, prefect_defaults: bool = False, **parameters):
     Returns the final state."""
     if not prefect_defaults:
         try:
-            from flows._duty import run_now
+            from maint.flows._duty import run_now
         except ImportError:  # older maint: the flow called as it is
             pass
         else:
@@ -348,7 +348,7 @@ backup = "0 1 * * *"
 def make_backup(config: Path, store: Path, prefect_defaults: bool = False) -> tuple[Path, float]:
     """One backup by maint's own `backup` duty into the empty local `store` (so the dump has a
     manifest); returns the dump and the seconds the flow run took."""
-    from flows.backup import backup
+    from maint.flows.backup import backup
 
     elapsed, _ = timed_ok_run(backup, prefect_defaults, config_path=str(config))
     dumps = sorted(store.glob("*.dump"))

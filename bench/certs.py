@@ -20,7 +20,7 @@ Then times, on those same endpoints:
   maint   the whole `cert-check` flow in-process (flows.cert_check.cert_check(config_path=...)),
           after one untimed warm-up run that starts the Prefect API (ephemeral by default: what
           `maint run` does without PREFECT_API_URL), best and median of `--repeat`;
-  plain   maint's probing without Prefect: tasks.tls.probe_all over the same targets plus
+  plain   maint's probing without Prefect: maint.tasks.tls.probe_all over the same targets plus
           maint.certs.assess_certificate for each, best of `--repeat`; flow minus plain is what
           Prefect adds (flow run, task runs, artifacts, one log line per finding);
   floor   (diagnostic) an empty Prefect flow on the same API, as Prefect runs it by default and
@@ -267,7 +267,7 @@ def report_counts(report: dict) -> dict[str, int]:
 
 
 def run_flow(config: Path) -> tuple[float, dict]:
-    from flows.cert_check import cert_check
+    from maint.flows.cert_check import cert_check
 
     started = time.perf_counter()
     state = run_flow_state(cert_check, config_path=str(config))  # exactly as `maint run cert-check`
@@ -308,7 +308,7 @@ def run_plain(config: Path) -> tuple[float, dict[str, float], dict]:
     """What the flow does, without Prefect: load the config, probe every target, assess each."""
     from maint.certs import assess_certificate
     from maint.config import load_config
-    from tasks.tls import probe_all
+    from maint.tasks.tls import probe_all
 
     parts = {}
     started = time.perf_counter()
@@ -404,7 +404,7 @@ def run(args, work: Path, clock: float) -> int:
             except Exception as exc:  # a diagnostic only
                 say(f"   (no task breakdown from the Prefect API: {exc.__class__.__name__}: {exc})")
 
-            say(f"\n== (c) maint without Prefect: load_config + tasks.tls.probe_all + assess_certificate, "
+            say(f"\n== (c) maint without Prefect: load_config + maint.tasks.tls.probe_all + assess_certificate, "
                 f"{args.repeat} run(s)")
             plain_times, plain_report = [], None
             for i in range(args.repeat):

@@ -19,8 +19,8 @@ Then times, on those same targets:
               the Prefect API is up: best and median of `--repeat` runs, `--pause` seconds apart;
               then, as a diagnostic, the flow called directly with Prefect's defaults, flow-run
               heartbeat on (its thread sleeps in 1 s steps and is joined when the run ends);
-  plain       maint's own check functions without Prefect (tasks.http.check_endpoints,
-              tasks.postgres.server_health, tasks.kubernetes.list_pods + maint.pods.assess_pods)
+  plain       maint's own check functions without Prefect (maint.tasks.http.check_endpoints,
+              maint.tasks.postgres.server_health, maint.tasks.kubernetes.list_pods + maint.pods.assess_pods)
               side by side in a thread pool: what Prefect adds is the difference;
   floor       every endpoint fetched at once with bare asyncio sockets: what the local endpoint
               server allows on this machine, whatever the client;
@@ -249,7 +249,7 @@ def run_flow(config: Path, prefect_defaults: bool = False) -> tuple[float, dict]
     """One flow run in this process, as `maint run` runs it (flows._duty.run_now: Prefect's flow-run
     heartbeat off), or with `prefect_defaults` as a plain call of the flow (heartbeat on, as under
     a deployment)."""
-    from flows.health_check import health_check
+    from maint.flows.health_check import health_check
 
     started = time.perf_counter()
     state = run_flow_state(health_check, prefect_defaults, config_path=str(config))
@@ -284,8 +284,8 @@ def run_plain(config_path: Path) -> tuple[float, dict[str, float], int]:
     from maint.config import load_config
     from maint.health import assess_endpoint
     from maint.pods import assess_pods
-    from tasks import http, postgres
-    from tasks.kubernetes import list_pods
+    from maint.tasks import http, postgres
+    from maint.tasks.kubernetes import list_pods
 
     config = load_config(config_path)
     hc = config.health_check
@@ -310,7 +310,7 @@ def run_plain(config_path: Path) -> tuple[float, dict[str, float], int]:
                                       statement_timeout=hc.statement_timeout, lock_timeout=hc.lock_timeout)
 
     def pods():
-        from flows._duty import utcnow
+        from maint.flows._duty import utcnow
 
         listed = list_pods(hc.kubernetes.namespaces, context=hc.kubernetes.context)
         return assess_pods(listed, utcnow(), hc.kubernetes.max_restarts, namespaces=hc.kubernetes.namespaces)

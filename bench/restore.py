@@ -261,7 +261,7 @@ def maint_restore_test(config: Path, prefect_defaults: bool = False) -> tuple[fl
     (flows._duty.run_now: Prefect's flow-run heartbeat off), or with `prefect_defaults` as a plain
     call of the flow (heartbeat on, as under a deployment: its thread sleeps in 1 s steps and is
     joined when the run ends)."""
-    from flows.restore_test import restore_test
+    from maint.flows.restore_test import restore_test
 
     return timed_ok_run(restore_test, prefect_defaults, config_path=str(config))
 

@@ -13,7 +13,7 @@ Then times, `--repeat` times each:
   plan      maint.retention.plan_retention(backups, RetentionConfig(keep_last 7, keep_daily 14,
             keep_weekly 8, keep_monthly 12, min_keep 3), now, rpo=26h, verified=<a recent backup>,
             zone=ZoneInfo(--timezone)), the call flows/backup_retention.py makes;
-  group     maint.verification.group_backups over the matching tasks.storage.StoredObject list
+  group     maint.verification.group_backups over the matching maint.tasks.storage.StoredObject list
             (one dump and one manifest object per backup, shuffled: what a store listing hands
             over) followed by newest_first, as every run does before planning;
   pipeline  group + plan together: the pure part of a real run, end to end;
@@ -48,7 +48,7 @@ from maint.config import RetentionConfig
 from maint.report import Finding, Report, Severity
 from maint.retention import plan_retention
 from maint.verification import BackupEntry, group_backups, newest_first
-from tasks.storage import StoredObject
+from maint.tasks.storage import StoredObject
 
 TARGET_SECONDS = 2.0
 NOW = datetime(2026, 11, 27, 5, 0, tzinfo=timezone.utc)
@@ -141,7 +141,7 @@ def check_plan(plan, entries: list[BackupEntry], verified: str) -> dict[str, int
 def report_cost(plan) -> dict[str, float]:
     """What flows/backup_retention.py and finish_duty do with the plan, minus the I/O."""
     try:  # the flow shows every kept backup and only the first deletions
-        from flows.backup_retention import _SHOWN_DELETIONS as shown_deletions
+        from maint.flows.backup_retention import _SHOWN_DELETIONS as shown_deletions
     except ImportError:  # older maint: every decision
         shown_deletions = None
     timings = {}

@@ -22,7 +22,7 @@ CREATE DATABASE ... TEMPLATE would copy the files but not the cumulative statist
 rightly plan nothing. Hence the separate builds; the two copies are compared (pages, live and dead
 tuples, pgstattuple's figures) before anything is timed.
 
-Before vacuuming: maint's own statistics read and bloat estimate (tasks.postgres.table_statistics
+Before vacuuming: maint's own statistics read and bloat estimate (maint.tasks.postgres.table_statistics
 + maint.vacuum.estimate_bloat) against pgstattuple's measured dead_tuple_len + free_space, per
 bench table. pgstattuple runs on every copy, so all start with the same hint bits and page cache.
 
@@ -263,7 +263,7 @@ def estimates(config_path: Path, name: str) -> dict[str, object]:
 
     from maint.config import load_config
     from maint.vacuum import estimate_bloat
-    from tasks import postgres
+    from maint.tasks import postgres
 
     config = load_config(config_path)
     db = config.database(name)
@@ -448,7 +448,7 @@ def run_flow(config: Path, dry_run: bool = False, prefect_defaults: bool = False
     """One flow run in this process, as `maint run` runs it (flows._duty.run_now: Prefect's flow-run
     heartbeat off), or with `prefect_defaults` as a plain call of the flow (heartbeat on, as under
     a deployment)."""
-    from flows.vacuum import vacuum
+    from maint.flows.vacuum import vacuum
 
     started = time.perf_counter()
     state = run_flow_state(vacuum, prefect_defaults, config_path=str(config), dry_run=dry_run)
@@ -667,7 +667,7 @@ def one_round(args, server: ThrowawayPostgres, work: Path, index: int, tables: l
         say(f"\n== bloat report vs pgstattuple ({dbs['maint']}, before vacuuming)")
         print_bloat(tables, est, measured[dbs["maint"]])
 
-    from flows._duty import utcnow
+    from maint.flows._duty import utcnow
     from maint.config import load_config
     from maint.vacuum import plan_vacuum
 

@@ -126,7 +126,7 @@ class PassTimes(logging.Handler):
 
 def streamed_pass(config: Path) -> tuple[float, object]:
     """maint (a): the task's own function on the newest entry, as the flow would hand it over."""
-    from flows.backup_verification import list_backups, read_backup_in_one_pass
+    from maint.flows.backup_verification import list_backups, read_backup_in_one_pass
     from maint.config import load_config
     from maint.verification import newest_first
 
@@ -142,7 +142,7 @@ def streamed_pass(config: Path) -> tuple[float, object]:
 
 def whole_flow(config: Path, prefect_defaults: bool = False) -> tuple[float, dict]:
     """maint (b): the backup-verification flow, end to end, as `maint run` calls it."""
-    from flows.backup_verification import backup_verification
+    from maint.flows.backup_verification import backup_verification
 
     return timed_ok_run(backup_verification, prefect_defaults, config_path=str(config))
 

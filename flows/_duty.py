@@ -91,7 +91,7 @@ def publish_report(report: Report, url: str | None) -> None:
 
 
 def notify_on_call(report: Report, config: MaintConfig, url: str | None) -> None:
-    from tasks.notify import notify_report
+    from maint.tasks.notify import notify_report
 
     notify_report(report, config.notify, url)
 
@@ -128,7 +128,7 @@ def page_run_failure(flow, flow_run, state) -> None:
     A run that failed because its report was critical has already paged per finding."""
     if state.message and state.message.startswith(REPORT_MARKER):
         return
-    from tasks.notify import notify_run_failure
+    from maint.tasks.notify import notify_run_failure
 
     log = logging.getLogger("maint")
     duty = flow.name

@@ -20,7 +20,7 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 from prefect.tasks import exponential_backoff
 
-from flows._duty import (finding_from_error, finish_duty, is_transient, load_duty_config, page_run_failure,
+from maint.flows._duty import (finding_from_error, finish_duty, is_transient, load_duty_config, page_run_failure,
                          start_report, utcnow)
 from maint import __version__
 from maint.backups import Manifest, TableCount, backup_object_name, manifest_name
@@ -29,8 +29,8 @@ from maint.durations import format_bytes
 from maint.errors import (DatabaseError, DatabaseUnavailable, DumpError, MaintError, StorageError,
                           TransientStorageError)
 from maint.report import Finding, Severity
-from tasks import postgres
-from tasks.storage import crc32c_base64, open_store
+from maint.tasks import postgres
+from maint.tasks.storage import crc32c_base64, open_store
 
 log = logging.getLogger("maint.backup")
 _PROGRESS_EVERY_BYTES = 256 * 1024 * 1024

@@ -16,14 +16,14 @@ from zoneinfo import ZoneInfo
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
-from flows._duty import finish_duty, load_duty_config, page_run_failure, start_report, utcnow
-from flows.backup_verification import list_backups
+from maint.flows._duty import finish_duty, load_duty_config, page_run_failure, start_report, utcnow
+from maint.flows.backup_verification import list_backups
 from maint.config import BackupStoreConfig
 from maint.errors import DeleteRefused, MaintError
 from maint.report import Finding, Severity
 from maint.retention import Decision, plan_retention
-from tasks.state import last_verified
-from tasks.storage import open_store
+from maint.tasks.state import last_verified
+from maint.tasks.storage import open_store
 
 
 _SHOWN_DELETIONS = 200

@@ -24,7 +24,7 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 from prefect.tasks import exponential_backoff
 
-from flows._duty import finish_duty, is_transient, load_duty_config, page_run_failure, start_report, utcnow
+from maint.flows._duty import finish_duty, is_transient, load_duty_config, page_run_failure, start_report, utcnow
 from maint.backups import Manifest, ManifestError
 from maint.config import BackupStoreConfig
 from maint.durations import format_bytes
@@ -33,9 +33,9 @@ from maint.report import Finding, Severity
 from maint.verification import (KIND_CUSTOM, KIND_SQL_GZ, BackupEntry, GzipSqlReader, IntegrityResult,
                                 PlainSqlReader, assess_freshness, assess_integrity, assess_presence, assess_size,
                                 group_backups, newest_first)
-from tasks import postgres
-from tasks.state import record_verified
-from tasks.storage import crc32c_base64, open_store
+from maint.tasks import postgres
+from maint.tasks.state import record_verified
+from maint.tasks.storage import crc32c_base64, open_store
 
 log = logging.getLogger("maint.verification")
 _PROGRESS_EVERY_BYTES = 512 * 1024 * 1024

@@ -8,10 +8,10 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 from prefect.utilities.annotations import quote
 
-from flows._duty import finish_duty, load_duty_config, page_run_failure, start_report, utcnow
+from maint.flows._duty import finish_duty, load_duty_config, page_run_failure, start_report, utcnow
 from maint.certs import TlsProbe, assess_certificate
 from maint.config import CertificateConfig
-from tasks import tls
+from maint.tasks import tls
 
 
 @task(name="probe-certificates", cache_policy=NO_CACHE)

@@ -16,9 +16,9 @@ from datetime import datetime, timezone
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
-from flows._duty import finish_duty, flow_run_url, load_duty_config, page_run_failure, start_report, utcnow
-from flows.backup_verification import list_backups, read_backup_in_one_pass
-from flows.restore_test import ScratchRules, restore_and_validate
+from maint.flows._duty import finish_duty, flow_run_url, load_duty_config, page_run_failure, start_report, utcnow
+from maint.flows.backup_verification import list_backups, read_backup_in_one_pass
+from maint.flows.restore_test import ScratchRules, restore_and_validate
 from maint.drill import assess_objective, drill_record
 from maint.errors import MaintError
 from maint.report import Finding, Severity

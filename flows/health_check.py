@@ -17,14 +17,14 @@ from prefect.cache_policies import NO_CACHE
 from prefect.tasks import exponential_backoff
 from prefect.utilities.annotations import quote
 
-from flows._duty import finish_duty, is_transient, load_duty_config, page_run_failure, start_report, utcnow
+from maint.flows._duty import finish_duty, is_transient, load_duty_config, page_run_failure, start_report, utcnow
 from maint.config import DatabaseConfig, EndpointConfig, HealthCheckConfig, KubernetesConfig, SqlCheckConfig
 from maint.durations import format_bytes
 from maint.errors import MaintError
 from maint.health import (EndpointResult, ServerHealth, SqlCheckResult, assess_endpoint, assess_server,
                           assess_sql_check)
 from maint.report import Finding, Severity
-from tasks import http, postgres
+from maint.tasks import http, postgres
 
 
 @task(name="check-endpoints", cache_policy=NO_CACHE)
@@ -47,7 +47,7 @@ def run_sql_check(check: SqlCheckConfig, db: DatabaseConfig) -> SqlCheckResult:
 
 @task(name="list-pods", retries=1, retry_delay_seconds=exponential_backoff(1), cache_policy=NO_CACHE)
 def list_pods(kube: KubernetesConfig) -> list:
-    from tasks.kubernetes import list_pods as list_pods_in_namespaces
+    from maint.tasks.kubernetes import list_pods as list_pods_in_namespaces
 
     return list_pods_in_namespaces(kube.namespaces, context=kube.context)
 

@@ -25,8 +25,8 @@ from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.tasks import exponential_backoff
 
-from flows._duty import finish_duty, is_transient, load_duty_config, page_run_failure, start_report, utcnow
-from flows.backup_verification import list_backups
+from maint.flows._duty import finish_duty, is_transient, load_duty_config, page_run_failure, start_report, utcnow
+from maint.flows.backup_verification import list_backups
 from maint.config import BackupStoreConfig, DatabaseConfig, SqlCheckConfig
 from maint.durations import format_bytes
 from maint.errors import MaintError
@@ -35,8 +35,8 @@ from maint.report import Finding, Report, Severity
 from maint.restore import (leftover_scratch_databases, scratch_name, toc_tables, validate_row_counts,
                            validate_tables_present)
 from maint.verification import BackupEntry, newest_first
-from tasks import postgres
-from tasks.storage import LocalStore, open_store
+from maint.tasks import postgres
+from maint.tasks.storage import LocalStore, open_store
 
 log = logging.getLogger("maint.restore")
 

@@ -20,14 +20,14 @@ from prefect import flow, task, unmapped
 from prefect.cache_policies import NO_CACHE
 from prefect.tasks import exponential_backoff
 
-from flows._duty import finish_duty, is_transient, load_duty_config, page_run_failure, start_report, utcnow
+from maint.flows._duty import finish_duty, is_transient, load_duty_config, page_run_failure, start_report, utcnow
 from maint.config import DatabaseConfig, VacuumConfig
 from maint.durations import format_bytes
 from maint.errors import MaintError
 from maint.report import Finding, Severity
 from maint.vacuum import (TableStats, VacuumAction, VacuumOutcome, assess_outcome, bloat_rows, estimate_bloat,
                           plan_vacuum, planned_finding)
-from tasks import postgres
+from maint.tasks import postgres
 
 
 @task(name="read-table-statistics", retries=2, retry_delay_seconds=exponential_backoff(1),

@@ -129,7 +129,7 @@ def _run(args) -> int:
     if "store" in parameters and parameters["store"] not in {s.name for s in config.backup_stores}:
         known = ", ".join(s.name for s in config.backup_stores) or "none"
         raise ConfigError([f"--store: no [[backup_stores]] entry named {parameters['store']!r} (known: {known})"])
-    from flows._duty import run_now
+    from maint.flows._duty import run_now
 
     state = run_now(flow, **parameters)
     result = state.result(raise_on_failure=False)
@@ -155,7 +155,7 @@ def _serve(args) -> int:
         return EXIT_UNKNOWN
     from prefect import serve
 
-    from deployments import build_deployments
+    from maint.deployments import build_deployments
 
     path = config_path(args.config)
     config = load_config(path)

@@ -18,7 +18,7 @@ from maint.config import NotifyConfig, install_redaction, redact, resolve_secret
 from maint.errors import NotificationError
 from maint.paging import RUN_FAILED_CHECK, PagePlan, dedup_key, plan_pages
 from maint.report import Finding, Report, Severity
-from tasks.state import load_open_pages, save_open_pages
+from maint.tasks.state import load_open_pages, save_open_pages
 
 log = logging.getLogger("maint.notify")
 install_redaction("httpx", "httpcore")

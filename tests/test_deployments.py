@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from deployments import build_deployments, schedule_slug
+from maint.deployments import build_deployments, schedule_slug
 from maint.config import load_config
 from tests.conftest import write_config
 
@@ -30,7 +30,7 @@ def test_one_deployment_per_configured_duty_with_its_schedule(pg, tmp_path, db_p
     # The UI builds its run form from this schema: config_path is a typed, optional string.
     from prefect.utilities.callables import parameter_schema
 
-    from flows.backup import backup
+    from maint.flows.backup import backup
 
     schema = parameter_schema(backup)
     assert schema.properties["config_path"]["anyOf"] == [{"type": "string"}, {"type": "null"}]

@@ -25,7 +25,7 @@ def test_objective_against_target(measured, severity):
 
 @pytest.fixture(scope="module")
 def drill_store(pg, tmp_path_factory):
-    from flows.backup import backup
+    from maint.flows.backup import backup
 
     store = tmp_path_factory.mktemp("drill-store")
     config = write_config(tmp_path_factory.mktemp("cfg") / "maint.toml", pg, f"file://{store}/")

@@ -1,5 +1,5 @@
 """Kubernetes pods: kubectl's STATUS column from real pod JSON shapes, the pure decision with a
-fixed `now`, and `tasks.kubernetes.list_pods` with the real client against a local API server."""
+fixed `now`, and `maint.tasks.kubernetes.list_pods` with the real client against a local API server."""
 
 from __future__ import annotations
 
@@ -306,7 +306,7 @@ def cluster(kube_env, monkeypatch):
 
 
 def test_list_pods_in_several_namespaces_with_the_token(cluster):
-    from tasks.kubernetes import list_pods
+    from maint.tasks.kubernetes import list_pods
 
     pods = list_pods(["shop", "payments", "empty"])
     assert [p.namespace for p in pods] == ["shop"] * len(STATES) + ["payments"] * 3
@@ -325,7 +325,7 @@ def test_list_pods_in_several_namespaces_with_the_token(cluster):
 
 
 def test_a_thousand_pods_are_listed_quickly_in_pages(kube_env, monkeypatch):
-    from tasks.kubernetes import list_pods
+    from maint.tasks.kubernetes import list_pods
 
     template = STATES["crash-loop"]
     many = []
@@ -347,7 +347,7 @@ def test_a_thousand_pods_are_listed_quickly_in_pages(kube_env, monkeypatch):
 
 
 def test_context_picks_the_cluster(kube_env, monkeypatch):
-    from tasks.kubernetes import api_server_url, list_pods
+    from maint.tasks.kubernetes import api_server_url, list_pods
 
     prod_pod = pod("web-prod", namespace="shop", phase="Running", containers=[container("web", running(UP), ready=True)])
     staging_pod = pod("web-staging", namespace="shop", phase="Running",
@@ -365,7 +365,7 @@ def test_context_picks_the_cluster(kube_env, monkeypatch):
 def test_kubeconfig_is_read_at_call_time_and_the_client_default_is_untouched(kube_env, monkeypatch):
     from kubernetes import client
 
-    from tasks.kubernetes import list_pods
+    from maint.tasks.kubernetes import list_pods
 
     before = client.Configuration._default
     with KubeApiServer({"shop": [STATES["running-ready"]]}) as first, KubeApiServer({"shop": []}) as second:
@@ -377,7 +377,7 @@ def test_kubeconfig_is_read_at_call_time_and_the_client_default_is_untouched(kub
 
 
 def test_home_kube_config_is_used_without_kubeconfig(kube_env):
-    from tasks.kubernetes import list_pods
+    from maint.tasks.kubernetes import list_pods
 
     with KubeApiServer({"shop": [STATES["running-ready"]]}, token=TOKEN) as server:
         (kube_env / ".kube").mkdir()
@@ -389,7 +389,7 @@ def test_in_cluster_service_account(kube_env, monkeypatch):
     import trustme
     from kubernetes.config import incluster_config
 
-    from tasks.kubernetes import list_pods
+    from maint.tasks.kubernetes import list_pods
 
     ca = trustme.CA()
     tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -408,7 +408,7 @@ def test_in_cluster_service_account(kube_env, monkeypatch):
 
 
 def test_unreachable_api_is_one_error_naming_the_server(kube_env, monkeypatch):
-    from tasks.kubernetes import list_pods
+    from maint.tasks.kubernetes import list_pods
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -425,7 +425,7 @@ def test_unreachable_api_is_one_error_naming_the_server(kube_env, monkeypatch):
 
 
 def test_wrong_token_is_refused_without_printing_it(kube_env, monkeypatch):
-    from tasks.kubernetes import list_pods
+    from maint.tasks.kubernetes import list_pods
 
     wrong = "wrong-token-0123456789"
     with KubeApiServer({"shop": []}, token=TOKEN) as server:
@@ -440,7 +440,7 @@ def test_wrong_token_is_refused_without_printing_it(kube_env, monkeypatch):
 
 
 def test_rbac_forbidden_names_the_namespace(cluster):
-    from tasks.kubernetes import list_pods
+    from maint.tasks.kubernetes import list_pods
 
     cluster.fail["payments"] = 403
     with pytest.raises(KubernetesError) as caught:
@@ -451,7 +451,7 @@ def test_rbac_forbidden_names_the_namespace(cluster):
 
 
 def test_server_error_is_an_error(cluster):
-    from tasks.kubernetes import list_pods
+    from maint.tasks.kubernetes import list_pods
 
     cluster.fail["shop"] = 500
     with pytest.raises(KubernetesError, match=r"answered 500 .*etcdserver: request timed out"):
@@ -459,7 +459,7 @@ def test_server_error_is_an_error(cluster):
 
 
 def test_unknown_namespace_is_an_error_naming_it(cluster):
-    from tasks.kubernetes import list_pods
+    from maint.tasks.kubernetes import list_pods
 
     with pytest.raises(KubernetesError) as caught:
         list_pods(["shop", "shpo"])
@@ -468,7 +468,7 @@ def test_unknown_namespace_is_an_error_naming_it(cluster):
 
 
 def test_empty_namespace_is_trusted_when_namespaces_cannot_be_read(kube_env, monkeypatch):
-    from tasks.kubernetes import list_pods
+    from maint.tasks.kubernetes import list_pods
 
     with KubeApiServer({"shop": []}, token=TOKEN, forbid_namespace_read=True) as server:
         monkeypatch.setenv("KUBECONFIG", str(write_kubeconfig(kube_env / "kubeconfig", {"prod": (server.url, TOKEN)})))
@@ -476,7 +476,7 @@ def test_empty_namespace_is_trusted_when_namespaces_cannot_be_read(kube_env, mon
 
 
 def test_slow_api_times_out(kube_env, monkeypatch):
-    from tasks.kubernetes import list_pods
+    from maint.tasks.kubernetes import list_pods
 
     with KubeApiServer({"shop": []}, delay=3.0) as server:
         monkeypatch.setenv("KUBECONFIG", str(write_kubeconfig(kube_env / "kubeconfig", {"prod": (server.url, TOKEN)})))
@@ -490,7 +490,7 @@ def test_slow_api_times_out(kube_env, monkeypatch):
 
 
 def test_no_configuration_anywhere(kube_env):
-    from tasks.kubernetes import list_pods
+    from maint.tasks.kubernetes import list_pods
 
     with pytest.raises(KubernetesError) as caught:
         list_pods(["shop"])
@@ -499,7 +499,7 @@ def test_no_configuration_anywhere(kube_env):
 
 
 def test_kubeconfig_named_but_missing(kube_env, monkeypatch):
-    from tasks.kubernetes import list_pods
+    from maint.tasks.kubernetes import list_pods
 
     monkeypatch.setenv("KUBECONFIG", str(kube_env / "nope.yaml"))
     with pytest.raises(KubernetesError, match=r"\$KUBECONFIG \(.*nope.yaml\) does not exist"):
@@ -507,7 +507,7 @@ def test_kubeconfig_named_but_missing(kube_env, monkeypatch):
 
 
 def test_unknown_context_is_an_error_naming_it(cluster):
-    from tasks.kubernetes import list_pods
+    from maint.tasks.kubernetes import list_pods
 
     with pytest.raises(KubernetesError) as caught:
         list_pods(["shop"], context="produciton")

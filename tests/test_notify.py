@@ -151,7 +151,7 @@ def test_warning_goes_to_slack_but_does_not_page(pg, tmp_path, capsys, receivers
     """page_on = ["critical"]: a warning-only report posts to Slack and sends no trigger."""
     from maint.config import NotifyConfig
     from maint.report import Finding, Report, Severity
-    from tasks.notify import notify_report
+    from maint.tasks.notify import notify_report
 
     httpserver, slack_path, notify = receivers
     config = NotifyConfig(slack_webhook_url_env=SLACK_ENV, pagerduty_routing_key_env=PD_ENV,
@@ -191,7 +191,7 @@ def test_undeliverable_notification_fails_the_run_loudly(pg, tmp_path, capsys, c
 def test_failed_flow_run_pages_through_the_hook(pg, tmp_path, receivers):
     """A run that raises before it can report (here: the config lost its [backup] section after
     the deployment was made) pages on its own, and a later good run resolves that page."""
-    from flows.backup import backup
+    from maint.flows.backup import backup
 
     httpserver, slack_path, notify = receivers
     config = tmp_path / "maint.toml"
@@ -247,8 +247,8 @@ def revoked_slack(httpserver, monkeypatch):
 
 def test_a_revoked_slack_webhook_does_not_keep_on_call_from_being_paged(httpserver, revoked_slack):
     from maint.errors import NotificationError
-    from tasks.notify import notify_report
-    from tasks.state import load_open_pages
+    from maint.tasks.notify import notify_report
+    from maint.tasks.state import load_open_pages
 
     with pytest.raises(NotificationError, match=f"Slack webhook \\(\\${SLACK_ENV}\\).*HTTP 403"):
         notify_report(_report("slack-revoked", ["shop/web-1"]), revoked_slack, None)
@@ -260,8 +260,8 @@ def test_a_revoked_slack_webhook_does_not_keep_on_call_from_being_paged(httpserv
 
 def test_pages_delivered_before_pagerduty_refused_one_are_remembered(httpserver, monkeypatch):
     from maint.errors import NotificationError
-    from tasks.notify import notify_report
-    from tasks.state import load_open_pages
+    from maint.tasks.notify import notify_report
+    from maint.tasks.state import load_open_pages
 
     monkeypatch.setenv(PD_ENV, ROUTING_KEY)
     accepted = []
@@ -284,8 +284,8 @@ def test_pages_delivered_before_pagerduty_refused_one_are_remembered(httpserver,
 
 def test_a_failed_run_pages_even_when_slack_is_revoked(httpserver, revoked_slack):
     from maint.errors import NotificationError
-    from tasks.notify import notify_run_failure
-    from tasks.state import load_open_pages
+    from maint.tasks.notify import notify_run_failure
+    from maint.tasks.state import load_open_pages
 
     with pytest.raises(NotificationError, match="HTTP 403"):
         notify_run_failure("crashed-duty", revoked_slack, "flow run crashed", None)

@@ -138,7 +138,7 @@ def _keys(count: int) -> list[str]:
 
 
 def test_open_pages_pack_into_shards_prefect_accepts():
-    from tasks.state import SHARD_CHARS, pack_open_pages
+    from maint.tasks.state import SHARD_CHARS, pack_open_pages
 
     assert pack_open_pages([]) == [[]]
     shards = pack_open_pages(_keys(300))
@@ -148,7 +148,7 @@ def test_open_pages_pack_into_shards_prefect_accepts():
 
 def test_a_large_incident_keeps_every_open_page():
     """Prefect caps one Variable at 5,000 characters, about 100 keys: 300 must all come back."""
-    from tasks.state import load_open_pages, save_open_pages
+    from maint.tasks.state import load_open_pages, save_open_pages
 
     save_open_pages("health-check", _keys(300))
     assert load_open_pages("health-check") == _keys(300)

@@ -42,7 +42,7 @@ def test_name_guard_accepts_only_generated_names():
 def test_the_guard_runs_before_any_connection(pg):
     """Pointed at a closed port, the refusal still comes first: no connection was tried."""
     from maint.config import DatabaseConfig
-    from tasks.postgres import drop_scratch_database
+    from maint.tasks.postgres import drop_scratch_database
 
     nowhere = DatabaseConfig(name="x", host="127.0.0.1", port=1, dbname="postgres", user="u")
     with pytest.raises(ScratchNameRefused):
@@ -99,7 +99,7 @@ def _scratch_databases(pg) -> list[str]:
 @pytest.fixture(scope="module")
 def backed_up(pg, tmp_path_factory):
     """A store holding one backup made by the backup duty."""
-    from flows.backup import backup
+    from maint.flows.backup import backup
 
     store = tmp_path_factory.mktemp("restore-store")
     config = write_config(tmp_path_factory.mktemp("cfg") / "maint.toml", pg, f"file://{store}/")
@@ -184,7 +184,7 @@ severity = "warning"
 @pytest.fixture(scope="module")
 def big_backup(pg, tmp_path_factory):
     """A backup big enough that its restore can be interrupted."""
-    from flows.backup import backup
+    from maint.flows.backup import backup
 
     pg.create_database("restore_big")
     with pg.connect("restore_big") as conn:

@@ -284,7 +284,7 @@ def test_each_worker_keeps_one_connection_for_its_tables(vac_pg, shop, tmp_path,
 def test_a_connection_dropped_between_tables_is_replaced(vac_pg, shop):
     from maint.config import DatabaseConfig
     from maint.vacuum import VacuumAction
-    from tasks.postgres import VacuumSession
+    from maint.tasks.postgres import VacuumSession
 
     def action(name: str) -> VacuumAction:
         return VacuumAction(stats(name), "vacuum", ("test",))

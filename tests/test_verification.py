@@ -122,7 +122,7 @@ def test_plain_sql_reader(data, ok):
 @pytest.fixture(scope="module")
 def good_backup(pg, tmp_path_factory):
     """A backup made by maint's own backup duty: (dump bytes, manifest dict, dump name)."""
-    from flows.backup import backup
+    from maint.flows.backup import backup
 
     store = tmp_path_factory.mktemp("made")
     config = write_config(tmp_path_factory.mktemp("cfg") / "maint.toml", pg, f"file://{store}/")
@@ -358,7 +358,7 @@ def large_dump(pg) -> bytes:
 
 
 def _feed_in_chunks(data: bytes, chunk: int = 1024 * 1024) -> tuple[bool, str]:
-    from tasks.postgres import ArchiveReader
+    from maint.tasks.postgres import ArchiveReader
 
     reader = ArchiveReader()
     assert len(data) > 4 * reader._pipe_bytes, "the archive must be larger than the pipe for this test"
