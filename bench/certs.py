@@ -307,7 +307,7 @@ def run_empty_flows(repeat: int) -> tuple[list[float], list[float] | None]:
 def run_plain(config: Path) -> tuple[float, dict[str, float], dict]:
     """What the flow does, without Prefect: load the config, probe every target, assess each."""
     from maint.certs import assess_certificate
-    from maint.config import load_config
+    from maint.tasks.environment import load_config
     from maint.tasks.tls import probe_all
 
     parts = {}

@@ -281,7 +281,7 @@ def summarize(report: dict, endpoints: int) -> str:
 
 def run_plain(config_path: Path) -> tuple[float, dict[str, float], int]:
     """maint's check functions, concurrently, as the flow runs them, but without Prefect."""
-    from maint.config import load_config
+    from maint.tasks.environment import load_config
     from maint.health import assess_endpoint
     from maint.pods import assess_pods
     from maint.tasks import http, postgres

@@ -261,7 +261,7 @@ def estimates(config_path: Path, name: str) -> dict[str, object]:
     """What the flow's first two steps compute: table_statistics, then estimate_bloat."""
     from datetime import timedelta
 
-    from maint.config import load_config
+    from maint.tasks.environment import load_config
     from maint.vacuum import estimate_bloat
     from maint.tasks import postgres
 
@@ -668,7 +668,7 @@ def one_round(args, server: ThrowawayPostgres, work: Path, index: int, tables: l
         print_bloat(tables, est, measured[dbs["maint"]])
 
     from maint.flows._duty import utcnow
-    from maint.config import load_config
+    from maint.tasks.environment import load_config
     from maint.vacuum import plan_vacuum
 
     plan = plan_vacuum([st for st, _ in est.values()], utcnow(), load_config(configs["maint"]).vacuum)

@@ -127,7 +127,7 @@ class PassTimes(logging.Handler):
 def streamed_pass(config: Path) -> tuple[float, object]:
     """maint (a): the task's own function on the newest entry, as the flow would hand it over."""
     from maint.flows.backup_verification import list_backups, read_backup_in_one_pass
-    from maint.config import load_config
+    from maint.tasks.environment import load_config
     from maint.verification import newest_first
 
     store_config = load_config(config).backup_stores[0]

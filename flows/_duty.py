@@ -18,9 +18,12 @@ from prefect import get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.states import Failed
 
-from maint.config import MaintConfig, config_path, load_config, redact
+from maint.config import MaintConfig
+from maint.duties import DUTIES, missing_section_problem
 from maint.errors import ConfigError, MaintError, TransientError
+from maint.redaction import redact
 from maint.report import Finding, Report, Severity
+from maint.tasks.environment import config_path, load_config
 
 REPORT_MARKER = "maint-report"
 
@@ -30,10 +33,8 @@ def utcnow() -> datetime:
 
 
 def load_duty_config(path: str | None, duty: str) -> MaintConfig:
-    from maint.duties import IMPLEMENTED, missing_section_problem
-
     config = load_config(config_path(path))
-    problem = missing_section_problem(IMPLEMENTED[duty], config)
+    problem = missing_section_problem(DUTIES[duty], config)
     if problem:
         raise ConfigError([problem])
     return config

@@ -12,8 +12,10 @@ import json
 import os
 import sys
 
-from maint.config import DUTIES, config_path, load_config, redact
+from maint.duties import DUTIES, missing_section_problem
 from maint.errors import ConfigError
+from maint.redaction import redact
+from maint.tasks.environment import config_path, load_config
 
 EXIT_UNKNOWN = 3
 
@@ -44,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser("run", help="run one duty now and print its report",
                               description="Run one duty now. Exit 0 ok, 1 warning, 2 critical, 3 could not run.")
-    run.add_argument("duty", metavar="DUTY", choices=DUTIES, help="one of: " + ", ".join(DUTIES))
+    run.add_argument("duty", metavar="DUTY", choices=list(DUTIES), help="one of: " + ", ".join(DUTIES))
     run.add_argument("--json", action="store_true", help="print the report as JSON")
     run.add_argument("--store", metavar="NAME", help="only this [[backup_stores]] entry (backup-verification)")
     run.add_argument("--dry-run", action="store_true", default=None,
@@ -75,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
             from maint.demo import run_demo
 
             _prefect_defaults()
-            return run_demo(args.workdir)
+            return run_demo(args.workdir, run_command=main)
     except ConfigError as exc:
         print(f"maint: {exc}", file=sys.stderr)
         return EXIT_UNKNOWN
@@ -101,21 +103,18 @@ def _config_check(args) -> int:
 
 
 def _run(args) -> int:
-    from maint.duties import IMPLEMENTED, missing_section_problem
     from maint.report import Report
 
-    duty = IMPLEMENTED.get(args.duty)
-    if duty is None:
-        print(f"maint: duty '{args.duty}' is not implemented yet (implemented: {', '.join(IMPLEMENTED)})",
-              file=sys.stderr)
-        return EXIT_UNKNOWN
+    duty = DUTIES[args.duty]  # argparse allowed only these
     path = config_path(args.config)
     config = load_config(path)  # before any I/O: a bad file never reaches the flow
     problem = missing_section_problem(duty, config)
     if problem:
         raise ConfigError([f"{path}: {problem}"])
     _prefect_defaults()
-    flow = duty.load_flow()
+    from maint.flows import load_flow
+
+    flow = load_flow(duty)
     parameters = {"config_path": str(path.resolve())}
     accepted = inspect.signature(flow.fn).parameters
     for option in ("store", "dry_run", "apply"):
@@ -161,7 +160,7 @@ def _serve(args) -> int:
     config = load_config(path)
     deployments = build_deployments(config, path)
     if not deployments:
-        print(f"maint serve: nothing to serve: {path} configures none of the implemented duties", file=sys.stderr)
+        print(f"maint serve: nothing to serve: {path} configures none of the duties", file=sys.stderr)
         return EXIT_UNKNOWN
     for d in deployments:
         crons = ", ".join(s.schedule.cron for s in d.schedules) if d.schedules else "manual runs only"

@@ -1,30 +1,25 @@
-"""The configuration: one TOML file, validated before any I/O, every problem reported at once.
+"""The configuration model: one TOML document, validated before any I/O, every problem reported
+at once. Pure: the document and the environment come in (`maint.tasks.environment` reads them).
 
-Shape and key names follow ../shared/maint.example.toml. Secrets never live in the file: a
-`*_env` key names the environment variable holding the secret, and `resolve_secret` reads it at
-the moment of use, inside a task, so the value never travels as a Prefect parameter.
+Shape and key names follow maint.example.toml. Secrets never live in the file: a `*_env` key
+names the environment variable holding the secret (`maint.tasks.environment.resolve_secret`).
 """
 
 from __future__ import annotations
 
-import logging
-import os
 import re
-import tomllib
+from collections.abc import Mapping
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from cronsim import CronSim, CronSimError
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
+from maint.duties import DUTIES
 from maint.durations import parse_duration
 from maint.errors import ConfigError
 
-DUTIES = ("backup", "backup-verification", "health-check", "vacuum", "restore-test",
-          "backup-retention", "dr-drill", "cert-check")
-DEFAULT_CONFIG_FILE = "maint.toml"
 
 
 def _duration(value: Any) -> timedelta:
@@ -253,31 +248,11 @@ class MaintConfig(_Section):
         return next(s for s in self.backup_stores if s.name == name)
 
 
-# --- loading -------------------------------------------------------------------------------------
+# --- validation ----------------------------------------------------------------------------------
 
-def config_path(cli_value: str | None) -> Path:
-    """--config PATH, else $MAINT_CONFIG, else ./maint.toml."""
-    return Path(cli_value or os.environ.get("MAINT_CONFIG") or DEFAULT_CONFIG_FILE)
-
-
-def load_config(path: str | Path, *, check_env: bool = True) -> MaintConfig:
-    path = Path(path)
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise ConfigError([f"{path}: configuration file not found "
-                           "(give --config PATH, set MAINT_CONFIG, or create ./maint.toml)"]) from None
-    except OSError as exc:
-        raise ConfigError([f"{path}: cannot read configuration file: {exc.strerror}"]) from None
-    try:
-        raw = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError([f"{path}: not valid TOML: {exc}"]) from None
-    return parse_config(raw, check_env=check_env)
-
-
-def parse_config(raw: dict[str, Any], *, check_env: bool = True) -> MaintConfig:
-    """Validate a parsed TOML document; raise ConfigError listing every problem found."""
+def parse_config(raw: dict[str, Any], *, environ: Mapping[str, str] | None = None) -> MaintConfig:
+    """Validate a parsed TOML document; raise ConfigError listing every problem found. With
+    `environ`, every `*_env` key must also name a variable set (and not empty) in it."""
     problems: list[str] = []
     config = None
     try:
@@ -285,8 +260,8 @@ def parse_config(raw: dict[str, Any], *, check_env: bool = True) -> MaintConfig:
     except ValidationError as exc:
         problems += [_describe(error) for error in exc.errors()]
     problems += _reference_problems(raw)
-    if check_env:
-        problems += _environment_problems(raw)
+    if environ is not None:
+        problems += _environment_problems(raw, environ)
     if problems:
         raise ConfigError(problems)
     assert config is not None
@@ -397,62 +372,18 @@ def _reference_problems(raw: dict) -> list[str]:
     return problems
 
 
-def _environment_problems(raw: Any, path: str = "") -> list[str]:
+def _environment_problems(raw: Any, environ: Mapping[str, str], path: str = "") -> list[str]:
     """Every `*_env` key must name a variable that is set. The value is never printed."""
     problems = []
     if isinstance(raw, dict):
         for key, value in raw.items():
             here = f"{path}.{key}" if path else key
             if key.endswith("_env") and isinstance(value, str) and value:
-                if not os.environ.get(value):
+                if not environ.get(value):
                     problems.append(f"{here}: environment variable {value} is not set (or empty)")
             else:
-                problems += _environment_problems(value, here)
+                problems += _environment_problems(value, environ, here)
     elif isinstance(raw, list):
         for i, value in enumerate(raw):
-            problems += _environment_problems(value, f"{path}[{i}]")
+            problems += _environment_problems(value, environ, f"{path}[{i}]")
     return problems
-
-
-# --- secrets -------------------------------------------------------------------------------------
-
-_resolved_secrets: set[str] = set()
-
-
-def resolve_secret(env_name: str | None, *, field: str) -> str | None:
-    """Read a secret from the environment at the moment of use. Remembered for `redact`."""
-    if not env_name:
-        return None
-    value = os.environ.get(env_name)
-    if not value:
-        raise ConfigError([f"{field}: environment variable {env_name} is not set (or empty)"])
-    if len(value) >= 4:  # a shorter "secret" would redact ordinary words
-        _resolved_secrets.add(value)
-    return value
-
-
-def redact(text: str) -> str:
-    """Defence in depth: whatever path a message took, no resolved secret leaves the process."""
-    for secret in _resolved_secrets:
-        if secret in text:
-            text = text.replace(secret, "[REDACTED]")
-    return text
-
-
-class RedactingFilter(logging.Filter):
-    """Installed on loggers that print URLs (httpx logs every request at INFO): a webhook URL
-    is itself a secret."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        cleaned = redact(message)
-        if cleaned != message:
-            record.msg, record.args = cleaned, ()
-        return True
-
-
-def install_redaction(*logger_names: str) -> None:
-    for name in logger_names:
-        logger = logging.getLogger(name)
-        if not any(isinstance(f, RedactingFilter) for f in logger.filters):
-            logger.addFilter(RedactingFilter())

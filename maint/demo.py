@@ -11,10 +11,10 @@ import secrets
 import shutil
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable
 
 import psycopg
 
@@ -330,9 +330,9 @@ def corrupt_a_copy(store_dir: Path, corrupted_dir: Path) -> Path:
     return copy
 
 
-def run_demo(workdir: str) -> int:
-    from maint.cli import main as cli_main
-
+def run_demo(workdir: str, run_command: Callable[[list[str]], int]) -> int:
+    """Each step is a `maint` command line, run by `run_command` (the CLI's own main), so the
+    demo shows exactly what an operator would type and see."""
     started = time.monotonic()
     work = Path(workdir).resolve()
     store_dir, corrupted_dir = work / "backups", work / "corrupted-copy"
@@ -353,7 +353,7 @@ def run_demo(workdir: str) -> int:
 
         def step(title: str, *argv: str) -> int:
             print(f"\n== {title}", flush=True)
-            return cli_main(["--config", str(config_file), *argv])
+            return run_command(["--config", str(config_file), *argv])
 
         expected_and_got = []
         for attempt in (1, 2):
@@ -389,5 +389,3 @@ def run_demo(workdir: str) -> int:
     return 0 if not surprises else max(g for _, g in surprises) or 3
 
 
-if __name__ == "__main__":
-    sys.exit(run_demo(sys.argv[1] if len(sys.argv) > 1 else "maint-demo"))

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from maint.config import redact
+from maint.redaction import redact
 
 
 class Severity(enum.Enum):

@@ -14,7 +14,9 @@ from dataclasses import dataclass
 
 import httpx
 
-from maint.config import NotifyConfig, install_redaction, redact, resolve_secret
+from maint.config import NotifyConfig
+from maint.redaction import install_redaction, redact
+from maint.tasks.environment import resolve_secret
 from maint.errors import NotificationError
 from maint.paging import RUN_FAILED_CHECK, PagePlan, dedup_key, plan_pages
 from maint.report import Finding, Report, Severity

@@ -20,7 +20,9 @@ from typing import Iterator
 import psycopg
 from psycopg import sql
 
-from maint.config import DatabaseConfig, redact, resolve_secret
+from maint.config import DatabaseConfig
+from maint.redaction import redact
+from maint.tasks.environment import resolve_secret
 from maint.errors import DatabaseError, DatabaseUnavailable, DumpError
 from maint.health import ServerHealth, Session, SqlCheckResult
 from maint.restore import check_scratch_name

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import os
 import tomllib
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
-import maint.config
+import maint.redaction
 from maint.cli import main
-from maint.config import DUTIES, load_config, parse_config, redact, resolve_secret
+from maint.config import parse_config
+from maint.duties import DUTIES
 from maint.errors import ConfigError
+from maint.redaction import redact
+from maint.tasks.environment import load_config, resolve_secret
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "shared" / "maint.example.toml"
 EXAMPLE_ENV = {
@@ -64,7 +68,7 @@ backup = "0 1 * * *"
 @pytest.fixture
 def isolated_secrets(monkeypatch):
     """resolve_secret remembers values for redact(); keep this test's values out of the others."""
-    monkeypatch.setattr(maint.config, "_resolved_secrets", set(maint.config._resolved_secrets))
+    monkeypatch.setattr(maint.redaction, "_known_secrets", set(maint.redaction._known_secrets))
 
 
 @pytest.fixture
@@ -92,7 +96,7 @@ def minimal() -> dict:
 
 def problems_of(raw: dict, *, check_env: bool = False) -> list[str]:
     with pytest.raises(ConfigError) as caught:
-        parse_config(raw, check_env=check_env)
+        parse_config(raw, environ=os.environ if check_env else None)
     return caught.value.problems
 
 
@@ -137,7 +141,7 @@ def test_example_reports_each_unset_variable(example_path, monkeypatch):
 
 
 def test_minimal_config_is_valid(minimal_env):
-    config = parse_config(minimal(), check_env=True)
+    config = parse_config(minimal(), environ=os.environ)
     assert config.database("scratch").port == 5432  # the default
     assert config.backup.store == "prod-dumps"
 
@@ -227,7 +231,7 @@ def test_bad_config_names_the_problem(mutate, expected):
 def test_restore_checks_on_the_store_database_are_valid():
     raw = minimal()
     raw["restore_test"]["sql_checks"] = [{"database": "prod", "name": "orders", "sql": "SELECT 1"}]
-    assert parse_config(raw, check_env=False).restore_test.sql_checks[0].database == "prod"
+    assert parse_config(raw).restore_test.sql_checks[0].database == "prod"
 
 
 def test_duplicate_database_name_is_reported():
@@ -282,14 +286,14 @@ def test_unset_secret_variable_is_named(monkeypatch, minimal_env, value):
 def test_environment_is_not_checked_when_not_asked(monkeypatch):
     monkeypatch.delenv("MAINT_TEST_DB_PASSWORD", raising=False)
     monkeypatch.delenv("MAINT_TEST_PD_KEY", raising=False)
-    assert parse_config(minimal(), check_env=False).database("prod").password_env == "MAINT_TEST_DB_PASSWORD"
+    assert parse_config(minimal()).database("prod").password_env == "MAINT_TEST_DB_PASSWORD"
 
 
 def test_secret_value_never_appears_in_problems(minimal_env):
     raw = minimal()
     raw["databases"][0]["port"] = 70000
     raw["notify"]["timeout"] = "forever"
-    error = pytest.raises(ConfigError, parse_config, raw, check_env=True).value
+    error = pytest.raises(ConfigError, parse_config, raw, environ=os.environ).value
     assert error.problems == [
         "notify.timeout: must be a duration like '500ms', '90s', '5m', '26h' or '7d', got 'forever'",
         "databases[0].port: must be 1-65535, got 70000",

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from maint.deployments import build_deployments, schedule_slug
-from maint.config import load_config
+from maint.tasks.environment import load_config
 from tests.conftest import write_config
 
 

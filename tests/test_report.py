@@ -5,8 +5,8 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-import maint.config
-from maint.config import resolve_secret
+import maint.redaction
+from maint.tasks.environment import resolve_secret
 from maint.report import Finding, Report, Severity
 
 OK, WARNING, CRITICAL = Severity.OK, Severity.WARNING, Severity.CRITICAL
@@ -132,7 +132,7 @@ def test_to_markdown_details():
 @pytest.fixture
 def isolated_secrets(monkeypatch):
     """resolve_secret remembers values for redact(); keep this test's values out of the others."""
-    monkeypatch.setattr(maint.config, "_resolved_secrets", set(maint.config._resolved_secrets))
+    monkeypatch.setattr(maint.redaction, "_known_secrets", set(maint.redaction._known_secrets))
 
 
 def test_add_redacts_a_resolved_secret(monkeypatch, isolated_secrets):

@@ -239,7 +239,7 @@ def _pg_restore_running() -> bool:
 
 
 def test_scratch_prefix_must_be_a_safe_identifier(tmp_path, pg):
-    from maint.config import load_config
+    from maint.tasks.environment import load_config
 
     config = _restore_config(tmp_path, pg, f"file://{tmp_path}/").read_text().replace(
         f'scratch_prefix = "{PREFIX}"', 'scratch_prefix = "Prod"')
