@@ -1,8 +1,8 @@
 """What the benchmark scripts in bench/ share.
 
 Not a package: a script run as `.venv/bin/python bench/NAME.py` has bench/ first on sys.path, so
-it imports this module as `_common`. Importing it puts the checkout itself on sys.path (maint,
-flows, tasks and tests as they are here, not an installed copy); the rest is called explicitly:
+it imports this module as `_common`. Importing it puts the checkout itself on sys.path (maint and
+tests as they are here, not an installed copy); the rest is called explicitly:
 
   - the environment: Prefect's telemetry off, the PostgreSQL server binaries on PATH;
   - output: lines that stay on the terminal (`say`) while Prefect's console output goes to a file

@@ -50,7 +50,7 @@ import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-# Importing _common also puts this checkout on sys.path, for the imports of maint, flows and tasks.
+# Importing _common also puts this checkout on sys.path, for the imports of maint.
 from _common import (CLK_TCK, descendants, fmt, load_average, prefect_api, prefect_console_to,
                      prefect_telemetry_off, process_table, run_flow_state, say, task_times)
 

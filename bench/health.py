@@ -50,14 +50,15 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-# Importing _common also puts this checkout on sys.path, for the imports of maint, flows, tasks and tests.
+# Importing _common also puts this checkout on sys.path, for the imports of maint and tests.
 from _common import (database_entry, fmt, libpq_env, postgres_bin_on_path, prefect_api, prefect_console_to,
                      prefect_telemetry_off, run_flow_state, say, task_times)
 
 prefect_telemetry_off()
 postgres_bin_on_path()
 
-from maint.demo import ThrowawayPostgres, load_sample_schema  # noqa: E402
+from maint.demo import load_sample_schema  # noqa: E402
+from maint.tasks.postgres.server import ThrowawayPostgres  # noqa: E402
 from tests.k8s_server import KubeApiServer, pods_in_every_state, write_kubeconfig  # noqa: E402
 
 PASSWORD_ENV = "MAINT_BENCH_HEALTH_PASSWORD"

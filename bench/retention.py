@@ -13,7 +13,7 @@ Then times, `--repeat` times each:
   plan      maint.retention.plan_retention(backups, RetentionConfig(keep_last 7, keep_daily 14,
             keep_weekly 8, keep_monthly 12, min_keep 3), now, rpo=26h, verified=<a recent backup>,
             zone=ZoneInfo(--timezone)), the call flows/backup_retention.py makes;
-  group     maint.verification.group_backups over the matching maint.tasks.storage.StoredObject list
+  group     maint.backups.group_backups over the matching maint.tasks.storage.StoredObject list
             (one dump and one manifest object per backup, shuffled: what a store listing hands
             over) followed by newest_first, as every run does before planning;
   pipeline  group + plan together: the pure part of a real run, end to end;
@@ -40,14 +40,13 @@ import time
 from datetime import datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
-# Importing _common also puts this checkout on sys.path, for the imports of maint, flows and tasks below.
+# Importing _common also puts this checkout on sys.path, for the imports of maint below.
 from _common import load_average, say
 
-from maint.backups import Manifest, TableCount
+from maint.backups import BackupEntry, Manifest, TableCount, group_backups, newest_first
 from maint.config import RetentionConfig
 from maint.report import Finding, Report, Severity
 from maint.retention import plan_retention
-from maint.verification import BackupEntry, group_backups, newest_first
 from maint.tasks.storage import StoredObject
 
 TARGET_SECONDS = 2.0

@@ -66,7 +66,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-# Importing _common also puts this checkout on sys.path, for the imports of maint, flows and tasks.
+# Importing _common also puts this checkout on sys.path, for the imports of maint.
 from _common import (MIB, database_entry, descendants, drop_database, libpq_env, machine_cpu, postgres_bin_on_path,
                      postmaster_pid, prefect_api, prefect_console_to, prefect_telemetry_off, process_table,
                      run_flow_state, say, task_times)
@@ -76,7 +76,7 @@ postgres_bin_on_path()
 
 from psycopg import sql  # noqa: E402
 
-from maint.demo import ThrowawayPostgres  # noqa: E402
+from maint.tasks.postgres.server import ThrowawayPostgres  # noqa: E402
 
 PASSWORD_ENV = "MAINT_BENCH_VACUUM_PASSWORD"
 RATIO_TARGET = 1.10

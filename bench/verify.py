@@ -37,7 +37,7 @@ from _common import (MIB, ROOT, in_parallel, make_backup, postgres_bin_on_path, 
 prefect_telemetry_off()
 postgres_bin_on_path()
 
-from maint.demo import ThrowawayPostgres  # noqa: E402
+from maint.tasks.postgres.server import ThrowawayPostgres  # noqa: E402
 
 PASSWORD_ENV = "MAINT_BENCH_DB_PASSWORD"
 RATIO_TARGET = 1.10
@@ -128,7 +128,7 @@ def streamed_pass(config: Path) -> tuple[float, object]:
     """maint (a): the task's own function on the newest entry, as the flow would hand it over."""
     from maint.flows.backup_verification import list_backups, read_backup_in_one_pass
     from maint.tasks.environment import load_config
-    from maint.verification import newest_first
+    from maint.backups import newest_first
 
     store_config = load_config(config).backup_stores[0]
     newest = newest_first(list_backups.fn(store_config))[0]

@@ -16,10 +16,11 @@ from zoneinfo import ZoneInfo
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
-from maint.flows._duty import finish_duty, load_duty_config, page_run_failure, start_report, utcnow
-from maint.flows.backup_verification import list_backups
+from maint.backups import BackupEntry
 from maint.config import BackupStoreConfig
 from maint.errors import DeleteRefused, MaintError
+from maint.flows._duty import finish_duty, load_duty_config, page_run_failure, start_report, utcnow
+from maint.flows.steps import list_backups
 from maint.report import Finding, Severity
 from maint.retention import Decision, plan_retention
 from maint.tasks.state import last_verified
@@ -65,10 +66,10 @@ def backup_retention(config_path: str | None = None, apply: bool = False) -> dic
                           zone=ZoneInfo(config.timezone))
     # Every kept backup and the first deletions: a store of 100,000 objects must not turn into a
     # 10 MB report artifact; the counts below cover the rest.
-    shown = [d for d in plan.decisions if d.keep] + plan.deletions[:_SHOWN_DELETIONS]
-    report.details["plan"] = [{"backup": d.backup.name, "created": d.backup.created_at.isoformat(timespec="seconds"),
+    shown_deletions = {d.backup.name for d in plan.deletions[:_SHOWN_DELETIONS]}
+    report.details["plan"] = [{"backup": d.backup.name, "created": _created(d.backup),
                                "decision": "keep" if d.keep else "delete", "why": "; ".join(d.reasons)}
-                              for d in sorted(shown, key=lambda d: d.backup.created_at, reverse=True)]
+                              for d in plan.decisions if d.keep or d.backup.name in shown_deletions]
     if len(plan.deletions) > _SHOWN_DELETIONS:
         report.details["plan not shown"] = f"{len(plan.deletions) - _SHOWN_DELETIONS} more deletions"
     if plan.refused:
@@ -88,3 +89,7 @@ def backup_retention(config_path: str | None = None, apply: bool = False) -> dic
     report.add(Finding("retention", store_config.url, Severity.OK,
                        f"{summary}: deleted {len(deletions) - len(refused)}, skipped {len(refused)}"))
     return finish_duty(report, config)
+
+
+def _created(backup: BackupEntry) -> str:
+    return backup.created_at.isoformat(timespec="seconds") if backup.created_at else "unknown"

@@ -11,19 +11,18 @@ Runbook:
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime
 
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
-from maint.flows._duty import finish_duty, flow_run_url, load_duty_config, page_run_failure, start_report, utcnow
-from maint.flows.backup_verification import list_backups, read_backup_in_one_pass
-from maint.flows.restore_test import ScratchRules, restore_and_validate
+from maint.backups import newest_first
 from maint.drill import assess_objective, drill_record
 from maint.errors import MaintError
+from maint.flows._duty import finish_duty, flow_run_url, load_duty_config, page_run_failure, start_report, utcnow
+from maint.flows.steps import ScratchRules, list_backups, read_backup_in_one_pass, restore_and_validate
 from maint.report import Finding, Severity
-from maint.verification import assess_integrity, newest_first
-
+from maint.verification import assess_integrity
 
 @flow(name="dr-drill", on_failure=[page_run_failure], on_crashed=[page_run_failure])
 def dr_drill(config_path: str | None = None) -> dict:
@@ -32,9 +31,7 @@ def dr_drill(config_path: str | None = None) -> dict:
     dd = config.dr_drill
     store_config, server = config.store(dd.store), config.database(dd.server)
     database = store_config.database
-    rules = ScratchRules(config.restore_test.scratch_prefix if config.restore_test else "maint_scratch_",
-                         frozenset(d.dbname for d in config.databases))
-    jobs = config.restore_test.jobs if config.restore_test else 2
+    rules = ScratchRules.of(config)
     report = start_report("dr-drill")
     t0 = utcnow()
     timeline: list[tuple[datetime, str]] = [(t0, f"simulated loss of database {database} declared")]
@@ -44,6 +41,9 @@ def dr_drill(config_path: str | None = None) -> dict:
         if not entries:
             raise MaintError(f"no backup in {store_config.url}: there is nothing to recover from")
         newest = newest_first(entries)[0]
+        if newest.created_at is None:
+            raise MaintError(f"the newest backup {newest.url} has no known creation time: the data lost "
+                             "(RPO) cannot be measured")
         rpo = t0 - newest.created_at
         timeline.append((utcnow(), f"newest backup found: {newest.url} (snapshot "
                                    f"{newest.created_at.isoformat(timespec='seconds')})"))
@@ -54,11 +54,15 @@ def dr_drill(config_path: str | None = None) -> dict:
             timeline.append((utcnow(), "backup verification FAILED: the drill stops; nothing was restored"))
         else:
             timeline.append((utcnow(), "backup verified: checksums match, archive reads in full"))
-            timings = restore_and_validate(report, store_config, server, newest, rules, jobs=jobs,
-                                           sql_checks=dd.sql_checks, now=t0, timeline=timeline)
+            restored = restore_and_validate(store_config, server, newest, rules, dd.sql_checks, t0)
+            timeline += restored.timeline
+            for finding in restored.findings:
+                report.add(finding)
+            if restored.failure:
+                raise restored.failure
             if not any(f.severity is Severity.CRITICAL for f in report.findings):
-                rto = datetime.fromtimestamp(timings["validated_at"], timezone.utc) - t0
-            report.details.update({k: round(v, 3) for k, v in timings.items() if k.endswith("_seconds")})
+                rto = restored.validated_at - t0
+            report.details.update(restored.report_seconds)
     except MaintError as exc:
         timeline.append((utcnow(), f"FAILED: {exc}"))
         report.add(Finding("drill", store_config.url, Severity.CRITICAL, str(exc),

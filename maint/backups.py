@@ -1,4 +1,5 @@
-"""Backups as maint writes them: object names and the manifest. Pure: no I/O, no clock.
+"""Backups: object names and the manifest as maint writes them, and a store's backups as every
+backup duty reads them (`BackupEntry`, newest by real creation time). Pure: no I/O, no clock.
 
 A backup is `<database>-<UTC timestamp>.dump` (pg_dump custom format) plus
 `<database>-<UTC timestamp>.dump.manifest.json`. The timestamp is fixed-width, so names sort by
@@ -97,3 +98,69 @@ class Manifest:
             raise ManifestError(f"missing field {exc.args[0]}") from None
         except (TypeError, ValueError) as exc:
             raise ManifestError(f"malformed field: {exc}") from None
+
+
+# --- backups in a store ----------------------------------------------------------------------
+
+KIND_CUSTOM = "custom"  # pg_dump --format=custom
+KIND_SQL_GZ = "sql.gz"  # plain SQL, gzip-compressed
+KIND_SQL = "sql"  # plain SQL
+_KINDS = ((".sql.gz", KIND_SQL_GZ), (DUMP_SUFFIX, KIND_CUSTOM), (".backup", KIND_CUSTOM), (".sql", KIND_SQL))
+
+
+def backup_kind(name: str) -> str | None:
+    for suffix, kind in _KINDS:
+        if name.endswith(suffix):
+            return kind
+    return None
+
+
+@dataclass(frozen=True)
+class BackupEntry:
+    """One backup in a store: the dump object, and its manifest if it has one."""
+
+    name: str
+    url: str
+    kind: str
+    size_bytes: int
+    object_created_at: datetime | None  # GCS time_created, or a local file's mtime; None: not reported
+    generation: int | None = None
+    crc32c: str | None = None  # from the store's metadata (GCS)
+    md5: str | None = None  # from the store's metadata (GCS; absent for composite objects)
+    manifest_name: str | None = None
+    manifest_generation: int | None = None
+    manifest: Manifest | None = None
+    manifest_problem: str | None = None  # a manifest exists but cannot be read
+
+    @property
+    def created_at(self) -> datetime | None:
+        """Real creation time: the snapshot the manifest records, else the object's own time;
+        None when neither is known, and then the backup is never judged fresh nor deleted."""
+        return self.manifest.snapshot_time if self.manifest else self.object_created_at
+
+
+_UNDATED = datetime.min.replace(tzinfo=timezone.utc)  # sorts an undated backup as the oldest
+
+
+def group_backups(objects) -> list[BackupEntry]:
+    """StoredObjects -> backups, oldest first by object time (manifests are attached later).
+
+    Objects that are neither a dump nor a manifest (notes, partial uploads) are ignored."""
+    by_name = {o.name: o for o in objects}
+    entries = []
+    for o in objects:
+        kind = backup_kind(o.name)
+        if kind is None or o.name.endswith(MANIFEST_SUFFIX):
+            continue
+        manifest = by_name.get(o.name + MANIFEST_SUFFIX)
+        entries.append(BackupEntry(name=o.name, url=o.url, kind=kind, size_bytes=o.size_bytes,
+                                   object_created_at=o.created_at, generation=o.generation, crc32c=o.crc32c,
+                                   md5=o.md5, manifest_name=manifest.name if manifest else None,
+                                   manifest_generation=manifest.generation if manifest else None))
+    return sorted(entries, key=lambda e: e.object_created_at or _UNDATED)
+
+
+def newest_first(entries: list[BackupEntry]) -> list[BackupEntry]:
+    """By real creation time, never by name: names from other tools need not sort by time.
+    A backup without a known time comes last: nothing says it is the newest."""
+    return sorted(entries, key=lambda e: e.created_at or _UNDATED, reverse=True)

@@ -192,11 +192,17 @@ class VacuumConfig(_Section):
     jobs: PositiveInt = 1
 
 
-class RestoreTestConfig(_Section):
+class ScratchSettings(_Section):
+    """How restores into scratch databases are made: the restore test's, which the DR drill uses
+    too (with these defaults when there is no [restore_test])."""
+
+    scratch_prefix: Annotated[str, Field(pattern=r"^[a-z_][a-z0-9_]{2,40}$")] = "maint_scratch_"
+    jobs: PositiveInt = 2  # pg_restore --jobs
+
+
+class RestoreTestConfig(ScratchSettings):
     store: Name
     server: Name
-    scratch_prefix: Annotated[str, Field(pattern=r"^[a-z_][a-z0-9_]{2,40}$")] = "maint_scratch_"
-    jobs: PositiveInt = 2
     sql_checks: list[SqlCheckConfig] = []
     leftover_age: Duration = timedelta(hours=6)  # scratch databases older than this are from crashed runs
 
@@ -246,6 +252,10 @@ class MaintConfig(_Section):
 
     def store(self, name: str) -> BackupStoreConfig:
         return next(s for s in self.backup_stores if s.name == name)
+
+    @property
+    def scratch(self) -> ScratchSettings:
+        return self.restore_test or ScratchSettings()
 
 
 # --- validation ----------------------------------------------------------------------------------

@@ -11,9 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta, tzinfo, timezone
 
+from maint.backups import BackupEntry, newest_first
 from maint.config import RetentionConfig
 from maint.durations import format_duration
-from maint.verification import BackupEntry, newest_first
 
 
 @dataclass(frozen=True)
@@ -25,7 +25,7 @@ class Decision:
 
 @dataclass(frozen=True)
 class RetentionPlan:
-    decisions: list[Decision]  # newest first
+    decisions: list[Decision]  # newest first; undated backups (always kept) last
     refused: str | None = None  # why nothing may be deleted this time
 
     @property
@@ -40,14 +40,17 @@ def _iso_week(moment: datetime) -> tuple[int, int]:
 
 def plan_retention(backups: list[BackupEntry], policy: RetentionConfig, now: datetime, *, rpo: timedelta,
                    verified: str | None = None, zone: tzinfo = timezone.utc) -> RetentionPlan:
-    ordered = newest_first(backups)
+    # A backup whose age is unknown cannot be shown to be outside any rule: it is kept.
+    undated = [Decision(b, True, ("creation time unknown: never deleted",)) for b in backups if b.created_at is None]
+    ordered = newest_first([b for b in backups if b.created_at is not None])
     if not ordered:
-        return RetentionPlan([])
+        return RetentionPlan(undated)
     newest_age = now - ordered[0].created_at
     if newest_age > rpo:
         why = (f"no new backup for {format_duration(newest_age)} (rpo {format_duration(rpo)}): backups have "
                "stopped, so nothing is deleted; keep what is there and fix the backup job")
-        return RetentionPlan([Decision(b, True, ("backups stopped arriving",)) for b in ordered], refused=why)
+        return RetentionPlan([Decision(b, True, ("backups stopped arriving",)) for b in ordered] + undated,
+                             refused=why)
 
     local_now = now.astimezone(zone)
     days = {(local_now - timedelta(days=i)).date() for i in range(policy.keep_daily)}
@@ -83,4 +86,4 @@ def plan_retention(backups: list[BackupEntry], policy: RetentionConfig, now: dat
             reasons[backup.name].append(f"min_keep {policy.min_keep}")
             kept += 1
     return RetentionPlan([Decision(b, bool(reasons[b.name]), tuple(reasons[b.name]) or
-                                   ("outside every retention rule",)) for b in ordered])
+                                   ("outside every retention rule",)) for b in ordered] + undated)

@@ -1,4 +1,4 @@
-"""Backup verification decisions: which backup is newest, is it fresh, is its size sane, is it
+"""Backup verification decisions: is the newest backup there, is it fresh, is its size sane, is it
 intact. Pure: objects, manifests and the result of the streamed pass come in; findings go out.
 
 Findings about a store's newest backup use the store's URL as their subject (the newest object
@@ -13,68 +13,11 @@ import zlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from maint.backups import DUMP_SUFFIX, MANIFEST_SUFFIX, Manifest
+from maint.backups import BackupEntry
 from maint.durations import format_bytes, format_duration
 from maint.report import Finding, Severity
 
-KIND_CUSTOM = "custom"  # pg_dump --format=custom
-KIND_SQL_GZ = "sql.gz"  # plain SQL, gzip-compressed
-KIND_SQL = "sql"  # plain SQL
-_KINDS = ((".sql.gz", KIND_SQL_GZ), (DUMP_SUFFIX, KIND_CUSTOM), (".backup", KIND_CUSTOM), (".sql", KIND_SQL))
 SQL_TRAILERS = (b"-- PostgreSQL database dump complete", b"-- PostgreSQL database cluster dump complete")
-
-
-def backup_kind(name: str) -> str | None:
-    for suffix, kind in _KINDS:
-        if name.endswith(suffix):
-            return kind
-    return None
-
-
-@dataclass(frozen=True)
-class BackupEntry:
-    """One backup in a store: the dump object, and its manifest if it has one."""
-
-    name: str
-    url: str
-    kind: str
-    size_bytes: int
-    object_created_at: datetime  # GCS time_created, or a local file's mtime
-    generation: int | None = None
-    crc32c: str | None = None  # from the store's metadata (GCS)
-    md5: str | None = None  # from the store's metadata (GCS; absent for composite objects)
-    manifest_name: str | None = None
-    manifest_generation: int | None = None
-    manifest: Manifest | None = None
-    manifest_problem: str | None = None  # a manifest exists but cannot be read
-
-    @property
-    def created_at(self) -> datetime:
-        """Real creation time: the snapshot the manifest records, else the object's own time."""
-        return self.manifest.snapshot_time if self.manifest else self.object_created_at
-
-
-def group_backups(objects) -> list[BackupEntry]:
-    """StoredObjects -> backups, oldest first by object time (manifests are attached later).
-
-    Objects that are neither a dump nor a manifest (notes, partial uploads) are ignored."""
-    by_name = {o.name: o for o in objects}
-    entries = []
-    for o in objects:
-        kind = backup_kind(o.name)
-        if kind is None or o.name.endswith(MANIFEST_SUFFIX):
-            continue
-        manifest = by_name.get(o.name + MANIFEST_SUFFIX)
-        entries.append(BackupEntry(name=o.name, url=o.url, kind=kind, size_bytes=o.size_bytes,
-                                   object_created_at=o.created_at, generation=o.generation, crc32c=o.crc32c,
-                                   md5=o.md5, manifest_name=manifest.name if manifest else None,
-                                   manifest_generation=manifest.generation if manifest else None))
-    return sorted(entries, key=lambda e: e.object_created_at)
-
-
-def newest_first(entries: list[BackupEntry]) -> list[BackupEntry]:
-    """By real creation time, never by name: names from other tools need not sort by time."""
-    return sorted(entries, key=lambda e: e.created_at, reverse=True)
 
 
 def assess_presence(store_url: str, entries: list[BackupEntry]) -> Finding:
@@ -85,6 +28,11 @@ def assess_presence(store_url: str, entries: list[BackupEntry]) -> Finding:
 
 
 def assess_freshness(store_url: str, newest: BackupEntry, now: datetime, rpo: timedelta) -> Finding:
+    if newest.created_at is None:
+        return Finding("freshness", store_url, Severity.CRITICAL,
+                       f"newest backup {newest.url} has no known creation time (no manifest, and the store "
+                       "reports none): it cannot be shown to be within the RPO",
+                       "take a backup with `maint run backup`, whose manifest records its snapshot time")
     age = now - newest.created_at
     basis = "snapshot" if newest.manifest else "object creation"
     if age > rpo:

@@ -10,7 +10,7 @@ import pytest
 
 from maint.config import RetentionConfig
 from maint.retention import plan_retention
-from maint.verification import BackupEntry
+from maint.backups import BackupEntry
 from tests.conftest import run_cli, run_json, write_config
 from tests.servers import FlakyProxy
 

@@ -13,10 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from maint.backups import Manifest
+from maint.backups import BackupEntry, Manifest, backup_kind, newest_first
 from maint.report import Severity
-from maint.verification import (BackupEntry, GzipSqlReader, PlainSqlReader, assess_freshness, assess_size,
-                                backup_kind, newest_first)
+from maint.verification import GzipSqlReader, PlainSqlReader, assess_freshness, assess_size
 from tests.conftest import DB_PASSWORD_ENV, rot_gcs_object, run_json, write_config
 from tests.servers import FlakyProxy
 

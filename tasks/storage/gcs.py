@@ -1,197 +1,21 @@
-"""Backup stores: one protocol, a Google Cloud Storage and a local/NFS-directory implementation.
+"""Google Cloud Storage as a backup store, through the google-cloud-storage client.
 
-Completeness: an object appears under its final name only once it is whole. GCS writes through a
-resumable upload, which creates the object only when the last chunk is committed; a local store
-writes a hidden `.NAME.partial-PID` file, fsyncs it and hard-links it into place (a link, unlike
-a rename, refuses to replace an existing file). Neither ever overwrites an earlier backup.
+A backup is written through a resumable upload, which creates the object only when its last
+chunk is committed (on failure the session is cancelled, never closed), with
+`if_generation_match=0` so nothing is ever overwritten. Reads and deletes are pinned to the
+generation that was listed. Every google.api_core/requests exception becomes a StorageError
+naming the bucket or object.
 """
 
 from __future__ import annotations
 
-import base64
 import os
-from dataclasses import dataclass
-from datetime import datetime, timezone
-from pathlib import Path
-from typing import Iterator, Protocol
+from typing import Iterator
 from urllib.parse import urlparse
 
-from maint.config import BackupStoreConfig
 from maint.errors import DeleteRefused, StorageError, TransientStorageError
+from maint.tasks.storage.base import BackupStore, ObjectWriter, StoredObject
 
-
-@dataclass(frozen=True)
-class StoredObject:
-    """An object in a store, as the store describes it (never an SDK object)."""
-
-    name: str  # relative to the store's prefix
-    url: str
-    size_bytes: int
-    created_at: datetime
-    generation: int | None = None
-    crc32c: str | None = None  # base64 of the big-endian CRC32C, as GCS reports it
-    md5: str | None = None  # base64, as GCS reports it
-
-
-class ObjectWriter(Protocol):
-    url: str
-
-    def write(self, chunk: bytes) -> None: ...
-
-    def commit(self) -> StoredObject:
-        """Make the object visible under its final name; fail if that name is taken."""
-
-    def abort(self) -> None:
-        """Leave nothing under the final name."""
-
-
-class BackupStore(Protocol):
-    url: str
-
-    def check_writable(self) -> None: ...
-
-    def list_objects(self) -> list[StoredObject]: ...
-
-    def open_writer(self, name: str) -> ObjectWriter: ...
-
-    def put_bytes(self, name: str, data: bytes) -> StoredObject: ...
-
-    def read_bytes(self, name: str) -> bytes: ...
-
-    def open_reader(self, name: str, generation: int | None = None) -> Iterator[bytes]:
-        """Stream an object in chunks; on GCS pinned to `generation` when given."""
-
-    def delete(self, name: str, generation: int | None = None) -> None:
-        """Delete one object; on GCS only if it is still `generation`. Raises DeleteRefused."""
-
-
-def open_store(config: BackupStoreConfig, *, chunk_size: int = 8 * 1024 * 1024) -> BackupStore:
-    if config.url.startswith("gs://"):
-        return GcsStore(config.url, chunk_size=chunk_size)
-    return LocalStore(config.url)
-
-
-# --- local directory -----------------------------------------------------------------------------
-
-class LocalStore:
-    def __init__(self, url: str):
-        self.url = url if url.endswith("/") else url + "/"
-        self.root = Path(urlparse(self.url).path)
-
-    def _path(self, name: str) -> Path:
-        if "/" in name or name.startswith("."):
-            raise StorageError(f"refusing object name {name!r} in {self.url}: not a plain file name")
-        return self.root / name
-
-    def check_writable(self) -> None:
-        # A missing directory is usually an NFS mount that is not there: never create it, or the
-        # backup would silently land on the local disk.
-        if not self.root.is_dir():
-            raise StorageError(f"backup directory {self.root} does not exist (is the volume mounted?)")
-        if not os.access(self.root, os.W_OK | os.X_OK):
-            raise StorageError(f"backup directory {self.root} is not writable by uid {os.getuid()}")
-
-    def list_objects(self) -> list[StoredObject]:
-        try:
-            entries = list(os.scandir(self.root))
-        except FileNotFoundError:
-            raise StorageError(f"backup directory {self.root} does not exist (is the volume mounted?)") from None
-        objects = []
-        for entry in entries:
-            if entry.name.startswith(".") or not entry.is_file():
-                continue
-            st = entry.stat()
-            objects.append(StoredObject(name=entry.name, url=self.url + entry.name, size_bytes=st.st_size,
-                                        created_at=datetime.fromtimestamp(st.st_mtime, timezone.utc)))
-        return sorted(objects, key=lambda o: o.created_at)
-
-    def open_writer(self, name: str) -> "LocalWriter":
-        return LocalWriter(self, self._path(name))
-
-    def put_bytes(self, name: str, data: bytes) -> StoredObject:
-        writer = self.open_writer(name)
-        try:
-            writer.write(data)
-            return writer.commit()
-        except BaseException:
-            writer.abort()
-            raise
-
-    def delete(self, name: str, generation: int | None = None) -> None:
-        try:
-            self._path(name).unlink()
-        except FileNotFoundError:
-            raise DeleteRefused(f"{self.url}{name} is already gone") from None
-        except PermissionError as exc:
-            raise DeleteRefused(f"{self.url}{name}: deletion refused ({exc.strerror})") from exc
-
-    def local_path(self, name: str) -> Path:
-        """The file itself: already on disk and seekable, so a restore needs no copy."""
-        path = self._path(name)
-        if not path.is_file():
-            raise StorageError(f"{self.url}{name} does not exist")
-        return path
-
-    def read_bytes(self, name: str) -> bytes:
-        try:
-            return self._path(name).read_bytes()
-        except FileNotFoundError:
-            raise StorageError(f"{self.url}{name} does not exist") from None
-
-    def open_reader(self, name: str, generation: int | None = None,
-                    chunk_size: int = 1024 * 1024) -> Iterator[bytes]:
-        try:
-            with open(self._path(name), "rb") as f:
-                while chunk := f.read(chunk_size):
-                    yield chunk
-        except FileNotFoundError:
-            raise StorageError(f"{self.url}{name} does not exist") from None
-
-
-class LocalWriter:
-    def __init__(self, store: LocalStore, final: Path):
-        self.store, self.final = store, final
-        self.url = store.url + final.name
-        self.partial = final.with_name(f".{final.name}.partial-{os.getpid()}")
-        try:
-            self._file = open(self.partial, "xb")
-        except OSError as exc:
-            raise StorageError(f"cannot write {self.partial}: {exc.strerror}") from exc
-
-    def write(self, chunk: bytes) -> None:
-        try:
-            self._file.write(chunk)
-        except OSError as exc:
-            raise StorageError(f"cannot write {self.url}: {exc.strerror}") from exc
-
-    def commit(self) -> StoredObject:
-        try:
-            self._file.flush()
-            os.fsync(self._file.fileno())
-            self._file.close()
-            os.link(self.partial, self.final)  # refuses to replace an existing backup
-        except FileExistsError:
-            self.abort()
-            raise StorageError(f"{self.url} already exists: refusing to overwrite an earlier backup") from None
-        except OSError as exc:
-            self.abort()
-            raise StorageError(f"cannot complete {self.url}: {exc.strerror}") from exc
-        self.partial.unlink()
-        dir_fd = os.open(self.final.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)  # the new name survives a crash
-        finally:
-            os.close(dir_fd)
-        st = self.final.stat()
-        return StoredObject(self.final.name, self.url, st.st_size, datetime.fromtimestamp(st.st_mtime, timezone.utc))
-
-    def abort(self) -> None:
-        if not self._file.closed:
-            self._file.close()
-        self.partial.unlink(missing_ok=True)
-
-
-# --- Google Cloud Storage ------------------------------------------------------------------------
 
 def _gcs_client():
     from google.cloud import storage
@@ -245,7 +69,7 @@ def _gcs_errors() -> tuple[type[BaseException], ...]:
     return _GCS_ERRORS
 
 
-class GcsStore:
+class GcsStore(BackupStore):
     def __init__(self, url: str, *, chunk_size: int = 8 * 1024 * 1024):
         parsed = urlparse(url)
         self.bucket_name = parsed.netloc
@@ -288,9 +112,8 @@ class GcsStore:
         return sorted(objects, key=lambda o: o.created_at)
 
     def _describe(self, blob) -> StoredObject:
-        created = blob.time_created or datetime.now(timezone.utc)
         return StoredObject(name=blob.name[len(self.prefix):], url=f"gs://{self.bucket_name}/{blob.name}",
-                            size_bytes=int(blob.size or 0), created_at=created, generation=blob.generation,
+                            size_bytes=int(blob.size or 0), created_at=blob.time_created, generation=blob.generation,
                             crc32c=blob.crc32c, md5=blob.md5_hash)
 
     def open_writer(self, name: str) -> "GcsWriter":
@@ -329,6 +152,9 @@ class GcsStore:
         except _gcs_errors() as exc:
             raise translate_gcs_error(exc, url) from exc
 
+    def local_path(self, name: str) -> None:
+        return None  # an object must be downloaded to be read at random
+
     def read_bytes(self, name: str) -> bytes:
         url = f"{self.url}{name}"
         try:
@@ -349,7 +175,7 @@ class GcsStore:
             raise translate_gcs_error(exc, url) from exc
 
 
-class GcsWriter:
+class GcsWriter(ObjectWriter):
     """A resumable upload: GCS creates the object only when close() commits the last chunk."""
 
     def __init__(self, store: GcsStore, blob, url: str):
@@ -395,14 +221,3 @@ class GcsWriter:
             pass
         finally:
             writer._buffer.close()  # whatever happened above, never let close() commit it
-
-    def delete_committed(self, generation: int) -> None:
-        """Remove a just-committed object that failed its checksum, pinned to its generation."""
-        try:
-            self.blob.delete(if_generation_match=generation)
-        except _gcs_errors() as exc:
-            raise translate_gcs_error(exc, self.url) from exc
-
-
-def crc32c_base64(value: int) -> str:
-    return base64.b64encode(value.to_bytes(4, "big")).decode()

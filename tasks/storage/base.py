@@ -1,0 +1,82 @@
+"""The interface every backup store implements: the whole lifecycle the duties use.
+
+Every method is abstract, so a new store (S3 next) cannot quietly leave one out, and no duty
+needs to ask which store it holds. Completeness is each store's promise: an object appears
+under its final name only once it is whole, and nothing is ever overwritten.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Iterator
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    """An object in a store, as the store describes it (never an SDK object)."""
+
+    name: str  # relative to the store's prefix
+    url: str
+    size_bytes: int
+    created_at: datetime | None  # None: the store reported no creation time (never judged fresh)
+    generation: int | None = None  # the version a read or delete can be pinned to, where the store has one
+    crc32c: str | None = None  # base64 of the big-endian CRC32C, as GCS reports it
+    md5: str | None = None  # base64, as GCS reports it
+
+
+class ObjectWriter(abc.ABC):
+    """A streamed write: nothing is visible under the final name until `commit`."""
+
+    url: str
+
+    @abc.abstractmethod
+    def write(self, chunk: bytes) -> None: ...
+
+    @abc.abstractmethod
+    def commit(self) -> StoredObject:
+        """Make the object visible under its final name; fail if that name is taken."""
+
+    @abc.abstractmethod
+    def abort(self) -> None:
+        """Leave nothing under the final name. Safe to call after a failed write or commit."""
+
+
+class BackupStore(abc.ABC):
+    url: str  # how findings name the store: its configured URL, ending in "/"
+
+    @abc.abstractmethod
+    def check_writable(self) -> None:
+        """Raise StorageError naming the store if a backup could not be written now."""
+
+    @abc.abstractmethod
+    def list_objects(self) -> list[StoredObject]:
+        """The objects directly under the store's prefix, oldest first."""
+
+    @abc.abstractmethod
+    def open_reader(self, name: str, generation: int | None = None) -> Iterator[bytes]:
+        """Stream an object in chunks, pinned to `generation` where the store has them."""
+
+    @abc.abstractmethod
+    def read_bytes(self, name: str) -> bytes:
+        """A small object (a manifest) in one piece."""
+
+    @abc.abstractmethod
+    def open_writer(self, name: str) -> ObjectWriter:
+        """A streamed write of a new object; refuses a name that exists."""
+
+    @abc.abstractmethod
+    def put_bytes(self, name: str, data: bytes) -> StoredObject:
+        """A small new object (a manifest) in one piece; refuses a name that exists."""
+
+    @abc.abstractmethod
+    def delete(self, name: str, generation: int | None = None) -> None:
+        """Delete one object, only if it is still `generation` where the store has them.
+        Raises DeleteRefused when the store will not (a hold, a lock, changed, already gone)."""
+
+    @abc.abstractmethod
+    def local_path(self, name: str) -> Path | None:
+        """The object as a seekable file on this machine, when the store is a directory; None
+        when it must be downloaded to be read at random."""
