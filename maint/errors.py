@@ -53,7 +53,3 @@ class NotificationError(MaintError):
 
 class KubernetesError(MaintError):
     """The Kubernetes API could not be reached or refused us: names the server and namespace."""
-
-
-class EndpointError(MaintError):
-    """An HTTP endpoint could not be checked at all (bad URL, TLS setup)."""

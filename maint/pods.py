@@ -11,11 +11,11 @@ from the first container that has one, `Completed` turned back into `Running`/`N
 container still runs, `Terminating` once a deletion is requested, `Unknown` for a lost node.
 
 Findings: one per flagged pod (subject `NS/NAME`) and one OK summary per namespace (subject
-`namespace NS`, "N pods, M flagged"), so a clean namespace shows in the report. The trade-off: a
-healthy pod gets no finding of its own (1,000 OK findings would drown the report), so a page
-opened for a pod is resolved only when that same pod is later seen unflagged, never once the pod
-is gone, and pod names change whenever a controller replaces a pod. Those pages must be resolved
-by hand.
+`namespace NS`, "N pods, M flagged"), so a clean namespace shows in the report. A healthy pod
+gets no finding of its own (1,000 OK findings would drown the report); instead the flow marks the
+pods check exhaustive (`Report.exhaustive_checks`), so a page opened for a pod is resolved by the
+first run that no longer flags it, whether the pod is fine now or gone (replaced by its
+controller under another name).
 """
 
 from __future__ import annotations

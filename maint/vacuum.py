@@ -38,7 +38,6 @@ class TableStats:
     data_width: float | None = None  # sum over columns of avg_width * (1 - null_frac), from pg_stats
     columns: int = 0
     has_nulls: bool = False
-    last_autovacuum_only: bool = False  # informational
 
     @property
     def qualified_name(self) -> str:

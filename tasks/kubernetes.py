@@ -69,11 +69,6 @@ def load_configuration(context: str | None = None) -> k8s.Configuration:
     return configuration
 
 
-def api_server_url(context: str | None = None) -> str:
-    """The API server the configuration points at, for messages ("https://10.0.0.1:6443")."""
-    return load_configuration(context).host
-
-
 def list_pods(namespaces: list[str], context: str | None = None, timeout_seconds: float = 10) -> list[PodInfo]:
     """Every pod of `namespaces` (listed concurrently), in namespace order.
 
