@@ -60,7 +60,7 @@ postgres_bin_on_path()
 
 from psycopg import sql  # noqa: E402
 
-from maint.demo import ThrowawayPostgres  # noqa: E402
+from maint.tasks.postgres.server import ThrowawayPostgres  # noqa: E402
 
 PASSWORD_ENV = "MAINT_BENCH_RESTORE_PASSWORD"
 RATIO_TARGET = 1.10

@@ -10,12 +10,10 @@ Runbook:
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
-from concurrent.futures import ThreadPoolExecutor
+from typing import Iterator
 
-import google_crc32c
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 from prefect.tasks import exponential_backoff
@@ -23,14 +21,15 @@ from prefect.tasks import exponential_backoff
 from maint.flows._duty import (finding_from_error, finish_duty, is_transient, load_duty_config, page_run_failure,
                          start_report, utcnow)
 from maint import __version__
-from maint.backups import Manifest, TableCount, backup_object_name, manifest_name
+from maint.backups import Manifest, backup_object_name, manifest_name
 from maint.config import BackupConfig, BackupStoreConfig, DatabaseConfig
+from maint.digests import Digests
 from maint.durations import format_bytes
 from maint.errors import (DatabaseError, DatabaseUnavailable, DumpError, MaintError, StorageError,
                           TransientStorageError)
 from maint.report import Finding, Severity
 from maint.tasks import postgres
-from maint.tasks.storage import crc32c_base64, open_store
+from maint.tasks.storage import ObjectWriter, open_store
 
 log = logging.getLogger("maint.backup")
 _PROGRESS_EVERY_BYTES = 256 * 1024 * 1024
@@ -53,52 +52,45 @@ def dump_database_to_store(database: DatabaseConfig, store_config: BackupStoreCo
     store = open_store(store_config, chunk_size=backup_config.chunk_size)
     name = backup_object_name(database.name, started_at)
     pg_dump_version = postgres.client_version("pg_dump")
-    sha256, crc32c, size = hashlib.sha256(), google_crc32c.Checksum(), 0
-    with postgres.connect(database) as conn:
-        snapshot = postgres.export_snapshot(conn)
+    with postgres.ConsistentDump(database, compress=backup_config.compress) as dump:
         writer = store.open_writer(name)
-        dump = None
         try:
-            dump = postgres.DumpProcess(database, snapshot_id=snapshot.snapshot_id, compress=backup_config.compress)
             log.info("pg_dump (pid %d) of %s streaming into %s", dump.pid, postgres.describe(database), writer.url)
-            with ThreadPoolExecutor(max_workers=1) as pool:
-                # Same transaction, same snapshot as pg_dump: the counts are exactly what it dumps.
-                counting = pool.submit(postgres.count_table_rows, conn)
-                clock, next_report = time.monotonic(), _PROGRESS_EVERY_BYTES
-                for chunk in dump.chunks():
-                    sha256.update(chunk)
-                    crc32c.update(chunk)
-                    writer.write(chunk)
-                    size += len(chunk)
-                    if size >= next_report:
-                        rate = size / max(time.monotonic() - clock, 1e-6)
-                        log.info("dumped %s so far (%s/s)", format_bytes(size), format_bytes(int(rate)))
-                        next_report += _PROGRESS_EVERY_BYTES
-                dump.finish()
-                tables = counting.result()
+            digests = _stream_into(writer, dump.chunks())
+            tables = dump.finish()
             stored = writer.commit()
         except BaseException:
-            if dump is not None:
-                dump.kill()
             writer.abort()
-            conn.cancel_safe()  # stop a long count(*) rather than wait for it
             raise
-        conn.rollback()  # the snapshot may go now: pg_dump is done with it
-    crc = crc32c_base64(int.from_bytes(crc32c.digest(), "big"))
+    size, crc = digests.size_bytes, digests.crc32c
     if stored.crc32c and stored.crc32c != crc:
-        writer.delete_committed(stored.generation)
+        store.delete(stored.name, generation=stored.generation)
         raise TransientStorageError(f"{stored.url}: the store holds crc32c {stored.crc32c} but the dump streamed "
                                     f"was {crc}; the object was deleted (corrupted in transit)")
     if stored.size_bytes != size:
         raise StorageError(f"{stored.url}: the store holds {stored.size_bytes} bytes but pg_dump wrote {size}")
     manifest = Manifest(
         database=database.name, dbname=database.dbname, host=database.host, port=database.port,
-        server_version=snapshot.server_version, pg_dump_version=pg_dump_version,
-        snapshot_time=snapshot.snapshot_time, started_at=started_at, finished_at=utcnow(),
-        dump_name=name, size_bytes=size, sha256=sha256.hexdigest(), crc32c=crc,
-        tables=[TableCount(t.schema, t.table, t.rows) for t in tables], maint_version=__version__)
+        server_version=dump.snapshot.server_version, pg_dump_version=pg_dump_version,
+        snapshot_time=dump.snapshot.snapshot_time, started_at=started_at, finished_at=utcnow(),
+        dump_name=name, size_bytes=size, sha256=digests.sha256, crc32c=crc,
+        tables=tables, maint_version=__version__)
     manifest_object = store.put_bytes(manifest_name(name), manifest.to_json().encode())
     return {"dump_url": stored.url, "manifest_url": manifest_object.url, "manifest": manifest.to_json()}
+
+
+def _stream_into(writer: ObjectWriter, chunks: Iterator[bytes]) -> Digests:
+    """Every chunk into the writer, digested on the way; progress logged every 256 MiB."""
+    digests = Digests(sha256=True, crc32c=True)
+    clock, next_report = time.monotonic(), _PROGRESS_EVERY_BYTES
+    for chunk in chunks:
+        digests.update(chunk)
+        writer.write(chunk)
+        if digests.size_bytes >= next_report:
+            rate = digests.size_bytes / max(time.monotonic() - clock, 1e-6)
+            log.info("dumped %s so far (%s/s)", format_bytes(digests.size_bytes), format_bytes(int(rate)))
+            next_report += _PROGRESS_EVERY_BYTES
+    return digests
 
 
 def _hint(exc: MaintError, database: DatabaseConfig, store: BackupStoreConfig) -> str:

@@ -20,7 +20,8 @@ _pg_bins = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
 if _pg_bins and _pg_bins[-1] not in os.environ["PATH"].split(os.pathsep):
     os.environ["PATH"] += os.pathsep + _pg_bins[-1]
 
-from maint.demo import ThrowawayPostgres, free_port, load_sample_schema  # noqa: E402
+from maint.demo import load_sample_schema  # noqa: E402
+from maint.tasks.postgres.server import ThrowawayPostgres, free_port  # noqa: E402
 
 DB_PASSWORD_ENV = "MAINT_TEST_DB_PASSWORD"
 

@@ -98,7 +98,7 @@ def _assert_no_secret(pg, secret: str, *texts: str) -> None:
 
 
 def test_database_down_is_a_critical_finding_naming_the_database(pg, tmp_path, capsys, caplog):
-    from maint.demo import free_port
+    from maint.tasks.postgres.server import free_port
 
     store = tmp_path / "store"
     store.mkdir()
@@ -186,14 +186,19 @@ def bigdb(pg):
 
 
 def _pg_dump_pids() -> list[int]:
-    pids = []
+    """pg_dump --snapshot processes started by this test process (the flow runs in-process, so
+    pg_dump is its direct child): never another run's on the same machine."""
+    me, pids = os.getpid(), []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
                 cmdline = (entry / "cmdline").read_bytes().split(b"\0")
+                stat = (entry / "stat").read_bytes()
             except OSError:
                 continue
-            if cmdline and cmdline[0].endswith(b"pg_dump") and any(a.startswith(b"--snapshot") for a in cmdline):
+            ppid = int(stat.rsplit(b")", 1)[1].split()[1])  # "pid (comm) state ppid ..."
+            if ppid == me and cmdline and cmdline[0].endswith(b"pg_dump") and \
+                    any(a.startswith(b"--snapshot") for a in cmdline):
                 pids.append(int(entry.name))
     return pids
 

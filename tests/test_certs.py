@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from maint.demo import ThrowawayPostgres, free_port
+from maint.tasks.postgres.server import ThrowawayPostgres, free_port
 from tests.conftest import run_json
 
 NOW = dt.datetime.now(dt.timezone.utc)

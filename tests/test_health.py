@@ -14,10 +14,10 @@ import trustme
 from pytest_httpserver import HTTPServer
 from werkzeug import Response
 
-from maint.demo import ThrowawayPostgres, free_port
 from maint.health import (EndpointResult, ServerHealth, Session, SqlCheckResult, assess_connections,
                           assess_endpoint, assess_sql_check, assess_wraparound)
 from maint.report import Severity
+from maint.tasks.postgres.server import ThrowawayPostgres, free_port
 from tests.conftest import run_json
 
 PASSWORD_ENV = "MAINT_TEST_HEALTH_PASSWORD"

@@ -45,7 +45,7 @@ def _unique_store(tmp_path):
 
 
 def test_critical_pages_once_per_key_then_resolves_when_ok(pg, tmp_path, capsys, receivers):
-    from maint.demo import free_port
+    from maint.tasks.postgres.server import free_port
 
     httpserver, slack_path, notify = receivers
     dead_port = free_port()
@@ -167,7 +167,7 @@ def test_warning_goes_to_slack_but_does_not_page(pg, tmp_path, capsys, receivers
 
 
 def test_undeliverable_notification_fails_the_run_loudly(pg, tmp_path, capsys, caplog, httpserver, monkeypatch):
-    from maint.demo import free_port
+    from maint.tasks.postgres.server import free_port
 
     import logging
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from maint.demo import free_port
+from maint.tasks.postgres.server import free_port
 from tests.conftest import DB_PASSWORD_ENV, run_json, write_config
 from tests.servers import FlakyProxy
 from tests.test_notify import _forward

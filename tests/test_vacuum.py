@@ -13,7 +13,7 @@ import pytest
 from psycopg import sql
 
 from maint.config import VacuumConfig
-from maint.demo import ThrowawayPostgres
+from maint.tasks.postgres.server import ThrowawayPostgres
 from maint.vacuum import TableStats, estimate_bloat, plan_vacuum
 from tests.conftest import run_json
 
