@@ -1,13 +1,33 @@
 """Real parts at the edges: a PostgreSQL server started from the binaries on PATH, the GCS
 emulator over HTTP with the real google-cloud-storage client, one Prefect test harness for the
-session, and pytest-httpserver receivers standing in for Slack and PagerDuty."""
+session, and pytest-httpserver receivers standing in for Slack and PagerDuty.
+
+The suite runs in three layers, each test in exactly one, derived from the fixtures it uses (its
+fixture closure) so that the marker cannot drift from what the test does:
+
+- `flows`: it requests `prefect_harness` (the session's Prefect test server), directly or through
+  another fixture: it runs a flow, or reads Prefect's API (artifacts, task runs, Variables);
+- `systems`: otherwise, it uses a system fixture (see `system_fixture`): a real server the suite
+  starts (PostgreSQL, the GCS emulator, TLS and HTTP servers, the Kubernetes API stand-in), or
+  the package built as pip would install it;
+- `decisions`: neither: pure tests, fast (`pytest -m decisions` starts no server at all).
+
+The harness and the servers start only when a test of theirs needs them. `_layer_holds` keeps the
+derivation honest at run time: a decisions test that starts a server, or any test outside `flows`
+that starts or talks to Prefect's server, fails saying which fixture to request.
+"""
 
 from __future__ import annotations
 
 import glob
 import json
 import os
+import socket
+import subprocess
+import sys
 import threading
+import time
+import types
 import uuid
 from pathlib import Path
 
@@ -26,15 +46,118 @@ from maint.tasks.postgres.server import ThrowawayPostgres, free_port  # noqa: E4
 DB_PASSWORD_ENV = "MAINT_TEST_DB_PASSWORD"
 
 
-@pytest.fixture(scope="session", autouse=True)
+# --- layers ----------------------------------------------------------------------------------------
+
+LAYERS = ("decisions", "systems", "flows")
+HARNESS = "prefect_harness"
+# Fixtures that bring up a real system. pytest-httpserver's come from its plugin; the suite's own
+# are declared with @system_fixture, below and in the test modules.
+SYSTEM_FIXTURES: set[str] = {"httpserver", "make_httpserver"}
+
+
+def system_fixture(function=None, **kwargs):
+    """@pytest.fixture for a fixture that brings up a real system: starts a server (or hands out a
+    class that starts one), or builds the package. Every test using it, directly or through other
+    fixtures, is in the systems layer (or in flows, if it also uses the Prefect harness)."""
+    def declare(function):
+        SYSTEM_FIXTURES.add(kwargs.get("name", function.__name__))
+        return pytest.fixture(**kwargs)(function)
+    return declare(function) if function is not None else declare
+
+
+def layer_of(fixturenames) -> str:
+    names = set(fixturenames)
+    if HARNESS in names:
+        return "flows"
+    if names & SYSTEM_FIXTURES:
+        return "systems"
+    return "decisions"
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects by marker
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        by_hand = [mark.name for mark in item.iter_markers() if mark.name in LAYERS]
+        if by_hand:
+            raise pytest.UsageError(f"{item.nodeid}: @pytest.mark.{by_hand[0]} by hand; layers are derived from "
+                                    "the fixtures a test uses (tests/conftest.py)")
+        item.add_marker(getattr(pytest.mark, layer_of(getattr(item, "fixturenames", ()))))
+
+
+_SERVER_PROGRAMS = {"initdb", "pg_ctl", "pg_ctlcluster", "postgres"}
+
+
+@pytest.fixture(autouse=True)
+def _layer_holds(request, monkeypatch):
+    """Outside flows, nothing starts or talks to a Prefect server; in decisions, nothing listens on
+    a socket or starts PostgreSQL. Breaking either fails the test naming the fixture to request."""
+    layer = layer_of(request.fixturenames)
+    if layer == "flows":
+        return
+    nodeid = request.node.nodeid
+
+    def refuse(what: str, fixture: str):
+        pytest.fail(f"{nodeid} is in the {layer} layer but {what}: request {fixture} so that it is "
+                    "marked, and started, for what it does", pytrace=False)
+
+    popen_init = subprocess.Popen.__init__
+
+    def guarded_popen(self, args, *more, **kw):
+        argv = [args] if isinstance(args, (str, bytes, os.PathLike)) else list(args)
+        words = [os.fsdecode(a) if isinstance(a, (bytes, os.PathLike)) else str(a) for a in argv]
+        if any("prefect.server" in word for word in words):
+            refuse("starts a Prefect server", f"the `{HARNESS}` fixture")
+        program = os.path.basename(words[0].split()[0]) if words and words[0].split() else ""
+        if layer == "decisions" and program in _SERVER_PROGRAMS:
+            refuse(f"starts PostgreSQL ({program})", "a system fixture such as `pg`")
+        popen_init(self, args, *more, **kw)
+
+    monkeypatch.setattr(subprocess.Popen, "__init__", guarded_popen)
+
+    orchestration = sys.modules.get("prefect.client.orchestration")
+    if orchestration is not None:  # else Prefect is not loaded, and starting it is caught above
+        main_thread = threading.main_thread()
+        for client_class in (orchestration.PrefectClient, orchestration.SyncPrefectClient):
+            def guarded_client(self, *args, _init=client_class.__init__, **kw):
+                # The test's own thread only: Prefect's log and event workers may still be
+                # flushing what an earlier flows test left them.
+                if threading.current_thread() is main_thread:
+                    refuse("talks to Prefect's API", f"the `{HARNESS}` fixture")
+                _init(self, *args, **kw)
+            monkeypatch.setattr(client_class, "__init__", guarded_client)
+
+    if layer == "decisions":
+        def guarded_listen(self, *args):
+            refuse("listens on a socket (starts a server)", "a system fixture (tests/conftest.py: system_fixture)")
+        monkeypatch.setattr(socket.socket, "listen", guarded_listen)
+
+
+@pytest.fixture(scope="session")
 def prefect_harness():
+    """One Prefect test server for the session, started by the first test that needs it."""
     from prefect.testing.utilities import prefect_test_harness
 
     with prefect_test_harness(server_startup_timeout=120):
         yield
 
 
-@pytest.fixture(scope="session")
+def wait_for(condition, timeout: float = 30.0, what="the condition", interval: float = 0.02):
+    """Polls `condition` until it returns something true, and returns that; fails the test saying
+    `what` it waited for (a string, or a callable giving one: say what was seen) when `timeout`
+    seconds pass first."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = condition()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            pytest.fail(f"gave up after {timeout:g}s waiting for {what() if callable(what) else what}", pytrace=False)
+        time.sleep(interval)
+
+
+# --- servers ---------------------------------------------------------------------------------------
+
+@system_fixture(scope="session")
 def pg():
     """One PostgreSQL for the session, with a `shop` database holding the sample schema."""
     with ThrowawayPostgres() as server:
@@ -43,7 +166,7 @@ def pg():
         yield server
 
 
-@pytest.fixture(scope="session")
+@system_fixture(scope="session")
 def gcs_server():
     from gcp_storage_emulator.server import create_server
 
@@ -89,6 +212,18 @@ def db_password(pg, monkeypatch):
     return pg.password
 
 
+@system_fixture
+def kube_api():
+    """The Kubernetes API stand-in of tests/k8s_server.py, started by the test: `with kube_api(pods) as api:`."""
+    from tests.k8s_server import KubeApiServer
+
+    return KubeApiServer
+
+
+# For tests of the configuration alone: write_config needs a server's address, not a running server.
+NO_SERVER = types.SimpleNamespace(host="127.0.0.1", port=1, superuser="postgres")
+
+
 def write_config(path: Path, pg: ThrowawayPostgres, store_url: str, *, port: int | None = None,
                  dbname: str = "shop", notify: str = "", extra: str = "", backup_extra: str = "",
                  rpo: str = "26h", more_stores: str = "") -> Path:
@@ -129,8 +264,12 @@ backup = "0 1 * * *"
 
 
 def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
+    """`maint ARGV` in this process, as a flows test: the test must request `prefect_harness`."""
     from maint.cli import main
 
+    if HARNESS not in capsys.request.fixturenames:
+        pytest.fail(f"{capsys.request.node.nodeid} runs `maint {' '.join(argv)}` without the `{HARNESS}` "
+                    "fixture: request it (the test is then in the flows layer)", pytrace=False)
     code = main(list(argv))
     out, err = capsys.readouterr()
     return code, out, err

@@ -14,8 +14,6 @@ from maint.backups import Manifest
 from tests.conftest import (DB_PASSWORD_ENV, Poller, artifacts_of, run_cli, run_json, table_counts,
                             write_config)
 
-pytestmark = pytest.mark.usefixtures("db_password")
-
 
 def _restore_and_count(pg, dump_path: Path, dbname: str) -> dict[str, int]:
     pg.create_database(dbname)
@@ -29,7 +27,7 @@ def _manifest_counts(manifest: Manifest) -> dict[str, int]:
     return {f"{t.schema}.{t.table}": t.rows for t in manifest.tables}
 
 
-def test_backup_to_local_directory_round_trip(pg, tmp_path, capsys):
+def test_backup_to_local_directory_round_trip(pg, db_password, prefect_harness, tmp_path, capsys):
     store = tmp_path / "store"
     store.mkdir()
     config = write_config(tmp_path / "maint.toml", pg, f"file://{store}/")
@@ -56,7 +54,7 @@ def test_backup_to_local_directory_round_trip(pg, tmp_path, capsys):
     assert report["details"]["dump"] == f"file://{dumps[0]}"
 
 
-def test_backup_to_gcs_round_trip(pg, tmp_path, capsys, gcs_bucket):
+def test_backup_to_gcs_round_trip(pg, db_password, prefect_harness, tmp_path, capsys, gcs_bucket):
     import base64
 
     import google_crc32c
@@ -80,7 +78,7 @@ def test_backup_to_gcs_round_trip(pg, tmp_path, capsys, gcs_bucket):
     assert _restore_and_count(pg, dump_file, "restored_gcs") == _manifest_counts(manifest) == table_counts(pg, "shop")
 
 
-def test_two_backups_never_overwrite_and_sort_by_time(pg, tmp_path, capsys):
+def test_two_backups_never_overwrite_and_sort_by_time(pg, db_password, prefect_harness, tmp_path, capsys):
     store = tmp_path / "store"
     store.mkdir()
     config = write_config(tmp_path / "maint.toml", pg, f"file://{store}/")
@@ -97,7 +95,8 @@ def _assert_no_secret(pg, secret: str, *texts: str) -> None:
         assert secret not in text
 
 
-def test_database_down_is_a_critical_finding_naming_the_database(pg, tmp_path, capsys, caplog):
+def test_database_down_is_a_critical_finding_naming_the_database(pg, db_password, prefect_harness, tmp_path, capsys,
+                                                                  caplog):
     from maint.tasks.postgres.server import free_port
 
     store = tmp_path / "store"
@@ -122,7 +121,8 @@ def test_database_down_is_a_critical_finding_naming_the_database(pg, tmp_path, c
     _assert_no_secret(pg, pg.password, str(report), caplog.text, *map(str, markdown))
 
 
-def test_wrong_password_is_critical_and_never_printed(pg, tmp_path, capsys, caplog, monkeypatch):
+def test_wrong_password_is_critical_and_never_printed(pg, db_password, prefect_harness, tmp_path, capsys, caplog,
+                                                     monkeypatch):
     store = tmp_path / "store"
     store.mkdir()
     wrong = "not-the-password-5f1c9e"
@@ -154,7 +154,8 @@ def _latest_flow_run_id(flow_name: str) -> str:
     return str(runs[0].id)
 
 
-def test_missing_bucket_is_one_critical_finding_naming_it(pg, tmp_path, capsys, gcs_emulator):
+def test_missing_bucket_is_one_critical_finding_naming_it(pg, db_password, prefect_harness, tmp_path, capsys,
+                                                          gcs_emulator):
     config = write_config(tmp_path / "maint.toml", pg, "gs://no-such-bucket-4711/db/")
 
     code, report = run_json(capsys, config, "backup")
@@ -165,7 +166,7 @@ def test_missing_bucket_is_one_critical_finding_naming_it(pg, tmp_path, capsys, 
     assert "gs://no-such-bucket-4711" in finding["message"] and "not found" in finding["message"]
 
 
-def test_missing_local_directory_is_not_created(pg, tmp_path, capsys):
+def test_missing_local_directory_is_not_created(pg, db_password, prefect_harness, tmp_path, capsys):
     missing = tmp_path / "not-mounted"
     config = write_config(tmp_path / "maint.toml", pg, f"file://{missing}/")
 
@@ -203,7 +204,8 @@ def _pg_dump_pids() -> list[int]:
     return pids
 
 
-def test_pg_dump_killed_midway_leaves_no_complete_looking_backup(pg, bigdb, tmp_path, capsys):
+def test_pg_dump_killed_midway_leaves_no_complete_looking_backup(pg, db_password, prefect_harness, bigdb, tmp_path,
+                                                                  capsys):
     store = tmp_path / "store"
     store.mkdir()
     config = write_config(tmp_path / "maint.toml", pg, f"file://{store}/", dbname=bigdb)
@@ -223,14 +225,14 @@ def test_pg_dump_killed_midway_leaves_no_complete_looking_backup(pg, bigdb, tmp_
     assert list(store.iterdir()) == [], "neither a dump, a manifest nor a partial file may remain"
 
 
-def test_config_without_backup_section_cannot_run(pg, tmp_path, capsys):
+def test_config_without_backup_section_cannot_run(prefect_harness, tmp_path, capsys):
     config = tmp_path / "maint.toml"
     config.write_text('[[databases]]\nname = "prod"\nhost = "h"\ndbname = "d"\nuser = "u"\n')
     code, out, err = run_cli(capsys, "--config", str(config), "run", "backup")
     assert code == 3 and "[backup]" in err and out == ""
 
 
-def test_every_duty_has_a_flow_and_a_missing_config_file_cannot_run(tmp_path, capsys):
+def test_every_duty_has_a_flow_and_a_missing_config_file_cannot_run(prefect_harness, tmp_path, capsys):
     from maint.duties import DUTIES
     from maint.flows import load_flow
 

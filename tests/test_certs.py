@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from maint.tasks.postgres.server import ThrowawayPostgres, free_port
-from tests.conftest import run_json
+from tests.conftest import run_json, system_fixture
 
 NOW = dt.datetime.now(dt.timezone.utc)
 
@@ -131,7 +131,7 @@ def _context_from(chain: Path, key: Path) -> ssl.SSLContext:
     return context
 
 
-@pytest.fixture(scope="module")
+@system_fixture(scope="module")
 def pg_tls(ca, tmp_path_factory):
     """PostgreSQL with ssl = on and a trustme certificate for localhost."""
     certs = Path(tempfile.mkdtemp(prefix="maint-pg-tls-"))
@@ -154,7 +154,7 @@ def _target(host: str, port: int, *, protocol: str = "https", ca_file: Path | st
             f"warning_days = {warning}\ncritical_days = {critical}\n")
 
 
-def test_every_case_in_one_concurrent_run(tmp_path, capsys, ca, ca_file, built_chains, pg_tls, pg):
+def test_every_case_in_one_concurrent_run(prefect_harness, tmp_path, capsys, ca, ca_file, built_chains, pg_tls, pg):
     servers = {
         "valid": TlsServer(_server_context(ca.issue_cert("localhost"))),
         "warning": TlsServer(_server_context(ca.issue_cert("localhost", not_after=NOW + dt.timedelta(days=20)))),

@@ -1,4 +1,4 @@
-"""The configuration file: the shared example parses, and every bad file names each problem exactly."""
+"""The configuration file: the example (maint.example.toml) parses, and every bad file names each problem exactly."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from maint.errors import ConfigError
 from maint.redaction import redact
 from maint.tasks.environment import load_config, resolve_secret
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "shared" / "maint.example.toml"
+EXAMPLE = Path(__file__).resolve().parents[1] / "maint.example.toml"  # the repository's own copy
 EXAMPLE_ENV = {
     "MAINT_SLACK_WEBHOOK_URL": "https://hooks.slack.example/T000/B000/slack-test-secret",
     "MAINT_PAGERDUTY_ROUTING_KEY": "pd-routing-key-test-secret",
@@ -73,8 +73,7 @@ def isolated_secrets(monkeypatch):
 
 @pytest.fixture
 def example_path() -> Path:
-    if not EXAMPLE.is_file():
-        pytest.skip(f"example configuration not found at {EXAMPLE}")
+    assert EXAMPLE.is_file(), f"the example configuration is missing: {EXAMPLE}"
     return EXAMPLE
 
 

@@ -9,11 +9,12 @@ from pathlib import Path
 
 from maint.deployments import build_deployments, schedule_slug
 from maint.tasks.environment import load_config
-from tests.conftest import write_config
+from tests.conftest import DB_PASSWORD_ENV, NO_SERVER, write_config
 
 
-def test_one_deployment_per_configured_duty_with_its_schedule(pg, tmp_path, db_password):
-    config_file = write_config(tmp_path / "maint.toml", pg, f"file://{tmp_path}/")
+def test_one_deployment_per_configured_duty_with_its_schedule(tmp_path, monkeypatch):
+    monkeypatch.setenv(DB_PASSWORD_ENV, "only-read-by-the-config-check")
+    config_file = write_config(tmp_path / "maint.toml", NO_SERVER, f"file://{tmp_path}/")
     config = load_config(config_file)
 
     deployments = {d.name: d for d in build_deployments(config, Path(os.path.relpath(config_file)))}

@@ -12,8 +12,6 @@ from maint.report import Severity
 from tests.conftest import DB_PASSWORD_ENV, run_json, write_config
 from tests.test_restore import _copy_store, _scratch_databases
 
-pytestmark = pytest.mark.usefixtures("db_password")
-
 
 @pytest.mark.parametrize("measured, severity", [(10, Severity.OK), (24, Severity.OK), (25, Severity.WARNING),
                                                 (30, Severity.WARNING), (31, Severity.CRITICAL)])
@@ -24,7 +22,7 @@ def test_objective_against_target(measured, severity):
 
 
 @pytest.fixture(scope="module")
-def drill_store(pg, tmp_path_factory):
+def drill_store(pg, prefect_harness, tmp_path_factory):
     from maint.flows.backup import backup
 
     store = tmp_path_factory.mktemp("drill-store")
@@ -50,7 +48,7 @@ def _checks(report) -> dict[str, dict]:
     return {f["check"]: f for f in report["findings"]}
 
 
-def test_a_drill_that_meets_its_targets(pg, tmp_path, capsys, drill_store):
+def test_a_drill_that_meets_its_targets(pg, db_password, prefect_harness, tmp_path, capsys, drill_store):
     code, report = _drill(tmp_path, pg, drill_store, capsys)
     found = _checks(report)
     assert code == 0, report["findings"]
@@ -63,13 +61,13 @@ def test_a_drill_that_meets_its_targets(pg, tmp_path, capsys, drill_store):
     assert _scratch_databases(pg) == []
 
 
-def test_a_drill_that_misses_its_rto(pg, tmp_path, capsys, drill_store):
+def test_a_drill_that_misses_its_rto(pg, db_password, prefect_harness, tmp_path, capsys, drill_store):
     code, report = _drill(tmp_path, pg, drill_store, capsys, rto="1ms")
     assert code == 2 and _checks(report)["rto"]["severity"] == "critical"
     assert "[MUST] rto (prod)" in report["details"]["record"]
 
 
-def test_a_drill_that_misses_its_rpo(pg, tmp_path, capsys, drill_store):
+def test_a_drill_that_misses_its_rpo(pg, db_password, prefect_harness, tmp_path, capsys, drill_store):
     def three_days_old(name: str, data: bytes) -> bytes:
         if name.endswith(".manifest.json"):
             manifest = json.loads(data)
@@ -84,7 +82,8 @@ def test_a_drill_that_misses_its_rpo(pg, tmp_path, capsys, drill_store):
     assert _checks(report)["rto"]["severity"] == "ok", "the restore itself was fine"
 
 
-def test_a_drill_whose_backup_is_corrupt_fails_cleans_up_and_says_so(pg, tmp_path, capsys, drill_store):
+def test_a_drill_whose_backup_is_corrupt_fails_cleans_up_and_says_so(pg, db_password, prefect_harness, tmp_path,
+                                                                      capsys, drill_store):
     def flip(name: str, data: bytes) -> bytes:
         if name.endswith(".dump"):
             middle = len(data) // 2

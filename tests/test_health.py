@@ -18,7 +18,7 @@ from maint.health import (EndpointResult, ServerHealth, Session, SqlCheckResult,
                           assess_endpoint, assess_sql_check, assess_wraparound)
 from maint.report import Severity
 from maint.tasks.postgres.server import ThrowawayPostgres, free_port
-from tests.conftest import run_json
+from tests.conftest import run_json, system_fixture, wait_for
 
 PASSWORD_ENV = "MAINT_TEST_HEALTH_PASSWORD"
 MONITOR_PASSWORD = "m0nitor-pw-9a7f3c"
@@ -85,7 +85,7 @@ def ca():
     return trustme.CA()
 
 
-@pytest.fixture(scope="module")
+@system_fixture(scope="module")
 def tls_server(ca):
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ca.issue_cert("127.0.0.1", "localhost").configure_cert(context)
@@ -98,9 +98,25 @@ def tls_server(ca):
         server.stop()
 
 
-def _slow(seconds: float):
+@system_fixture
+def threaded_httpserver():
+    """An HTTP server answering each request in a thread of its own: pytest-httpserver's `httpserver`
+    answers one request at a time, which would queue slow endpoints whatever the client does."""
+    server = HTTPServer(host="127.0.0.1", port=0, threaded=True)
+    server.start()
+    yield server
+    server.clear()
+    server.stop()
+
+
+def _slow(seconds: float, times: dict[str, tuple[float, float | None]]):
+    """A handler answering after `seconds` (simulated latency); records in `times` when its
+    request arrived and, once it has, when it was answered."""
     def handler(request):
+        arrived = time.monotonic()
+        times[request.path] = (arrived, None)
         time.sleep(seconds)
+        times[request.path] = (arrived, time.monotonic())
         return Response("slow but fine")
     return handler
 
@@ -119,10 +135,17 @@ def _findings(report: dict) -> dict[tuple[str, str], dict]:
     return {(f["check"], f["subject"]): f for f in report["findings"]}
 
 
-def test_endpoints_fast_slow_500_closed_timeout_and_tls(tmp_path, capsys, httpserver, tls_server, ca):
+SLOW = 1.0  # seconds each slow endpoint takes to answer, and the hanging one's timeout ("1s" below)
+
+
+def test_endpoints_fast_slow_500_closed_timeout_and_tls(prefect_harness, tmp_path, capsys, threaded_httpserver,
+                                                        tls_server, ca):
+    httpserver = threaded_httpserver
+    times: dict[str, tuple[float, float | None]] = {}
     httpserver.expect_request("/fast").respond_with_data("ok")
-    httpserver.expect_request("/slow").respond_with_handler(_slow(0.6))
-    httpserver.expect_request("/hang").respond_with_handler(_slow(3))
+    for slow in ("/slow", "/slow-2", "/slow-3"):
+        httpserver.expect_request(slow).respond_with_handler(_slow(SLOW, times))
+    httpserver.expect_request("/hang").respond_with_handler(_slow(3 * SLOW, times))
     httpserver.expect_request("/broken").respond_with_data("boom", status=500)
     ca_file = tmp_path / "ca.pem"
     ca.cert_pem.write_to_path(str(ca_file))
@@ -134,10 +157,11 @@ def test_endpoints_fast_slow_500_closed_timeout_and_tls(tmp_path, capsys, httpse
                (httpserver.url_for("/broken"), ""),
                (closed, ""),
                (tls_url, f'ca_file = "{ca_file}"'),
-               (tls_url.replace("localhost", "127.0.0.1") + "?untrusted", "")]
+               (tls_url.replace("localhost", "127.0.0.1") + "?untrusted", ""),
+               (httpserver.url_for("/slow-2"), 'max_latency = "3s"'),
+               (httpserver.url_for("/slow-3"), 'max_latency = "3s"')]
     config = _config(tmp_path, "[health_check]\n" + _endpoints_toml(entries))
 
-    started = time.monotonic()
     code, report = run_json(capsys, config, "health-check")
     found = _findings(report)
 
@@ -153,13 +177,23 @@ def test_endpoints_fast_slow_500_closed_timeout_and_tls(tmp_path, capsys, httpse
     untrusted = found[("endpoint", entries[6][0])]
     assert untrusted["severity"] == "critical" and untrusted["message"].startswith("TLS error")
     assert "certificate" in untrusted["message"].lower()
-    # Concurrent: the 3 s hang was cut at 1 s and did not hold the others up.
-    assert time.monotonic() - started < 20
+    assert found[("endpoint", entries[7][0])]["severity"] == found[("endpoint", entries[8][0])]["severity"] == "ok"
+    # Concurrent: the 3 s hang was cut at 1 s and did not hold the others up. Each part's own time:
+    # a slow endpoint's from its request's arrival to its answer, the hang's from its arrival to its
+    # 1 s timeout. One after another the parts could not overlap, and their wall time would be at
+    # least their sum (about 4 s); all at once it is about one part's.
+    assert set(times) == {"/slow", "/slow-2", "/slow-3", "/hang"}, times
+    parts = {path: (arrived, arrived + SLOW if path == "/hang" else answered)
+             for path, (arrived, answered) in times.items()}
+    total = sum(end - start for start, end in parts.values())
+    wall = max(end for _, end in parts.values()) - min(start for start, _ in parts.values())
+    assert total > 3.5 * SLOW, parts
+    assert wall < 0.6 * total, f"the checks took {wall:.2f}s of wall time for {total:.2f}s of parts: not concurrent"
 
 
 # --- PostgreSQL with real sessions ---------------------------------------------------------------
 
-@pytest.fixture(scope="module")
+@system_fixture(scope="module")
 def small_pg():
     """Its own server: max_connections low enough that the test can fill it."""
     with ThrowawayPostgres(settings={"max_connections": "12", "superuser_reserved_connections": "2"}) as server:
@@ -205,7 +239,7 @@ def _app_connection(server: ThrowawayPostgres, application_name: str, **kw) -> p
                            application_name=application_name, **kw)
 
 
-def test_sessions_seen_as_pg_monitor_role(small_pg, tmp_path, capsys, monkeypatch):
+def test_sessions_seen_as_pg_monitor_role(prefect_harness, small_pg, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv(PASSWORD_ENV, MONITOR_PASSWORD)
     sleeper = _app_connection(small_pg, "nightly-report", autocommit=True)
     idler = _app_connection(small_pg, "leaky-worker")
@@ -223,7 +257,7 @@ def test_sessions_seen_as_pg_monitor_role(small_pg, tmp_path, capsys, monkeypatc
                                         daemon=True))
         for t in threads:
             t.start()
-        time.sleep(2.0)  # every session is now past the 1 s thresholds
+        _wait_until_past_the_thresholds(small_pg)
         config = _config(tmp_path, _db_config(small_pg))
 
         code, report = run_json(capsys, config, "health-check")
@@ -252,6 +286,35 @@ def test_sessions_seen_as_pg_monitor_role(small_pg, tmp_path, capsys, monkeypatc
     assert code == 2
 
 
+# What each of the test's sessions must be doing, for longer than the 1 s thresholds of _db_config,
+# before the check runs: (state, running past the thresholds, in that state past them, blocked).
+_PAST_THE_THRESHOLDS = {
+    "nightly-report": lambda state, running, in_state, blocked: state == "active" and running,
+    "replica": lambda state, running, in_state, blocked: state == "active" and running,
+    "leaky-worker": lambda state, running, in_state, blocked: state == "idle in transaction" and in_state,
+    "migration": lambda state, running, in_state, blocked: state == "idle in transaction" and in_state,
+    "checkout": lambda state, running, in_state, blocked: blocked and running,
+}
+
+
+def _wait_until_past_the_thresholds(server: ThrowawayPostgres) -> None:
+    seen: dict[str, tuple] = {}
+
+    def every_session_past_the_thresholds() -> bool:
+        with server.connect(autocommit=True) as conn:
+            rows = conn.execute("SELECT application_name, state, clock_timestamp() - query_start > interval '1 s',"
+                                " clock_timestamp() - state_change > interval '1 s',"
+                                " cardinality(pg_blocking_pids(pid)) > 0"
+                                " FROM pg_stat_activity WHERE application_name = ANY(%s)",
+                                (list(_PAST_THE_THRESHOLDS),)).fetchall()
+        seen.clear()
+        seen.update({name: tuple(rest) for name, *rest in rows})
+        return all(name in seen and bool(ready(*seen[name])) for name, ready in _PAST_THE_THRESHOLDS.items())
+
+    wait_for(every_session_past_the_thresholds, what=lambda: "every session to be past the 1 s thresholds; "
+             f"pg_stat_activity shows (state, running, in state, blocked) {seen}")
+
+
 def _swallow(conn, query):
     try:
         conn.execute(query)
@@ -259,7 +322,7 @@ def _swallow(conn, query):
         pass
 
 
-def test_connections_near_the_limit(small_pg, tmp_path, capsys, monkeypatch):
+def test_connections_near_the_limit(prefect_harness, small_pg, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv(PASSWORD_ENV, MONITOR_PASSWORD)
     held = [_app_connection(small_pg, f"pool-{i}") for i in range(7)]  # 7 + maint's own = 8 of 10 usable
     try:
@@ -272,7 +335,7 @@ def test_connections_near_the_limit(small_pg, tmp_path, capsys, monkeypatch):
     assert "8 client connections of 10 usable (max_connections 12 minus 2 reserved): 80%" == finding["message"]
 
 
-def test_quiet_database_is_ok(small_pg, tmp_path, capsys, monkeypatch):
+def test_quiet_database_is_ok(prefect_harness, small_pg, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv(PASSWORD_ENV, MONITOR_PASSWORD)
     code, report = run_json(capsys, _config(tmp_path, _db_config(small_pg)), "health-check")
     assert code == 0, report["findings"]
@@ -281,7 +344,8 @@ def test_quiet_database_is_ok(small_pg, tmp_path, capsys, monkeypatch):
                                                         "xid-wraparound", "mxid-wraparound"}
 
 
-def test_unreachable_database_is_a_finding_and_the_others_still_run(small_pg, tmp_path, capsys, monkeypatch, httpserver):
+def test_unreachable_database_is_a_finding_and_the_others_still_run(prefect_harness, small_pg, tmp_path, capsys,
+                                                                    monkeypatch, httpserver):
     monkeypatch.setenv(PASSWORD_ENV, MONITOR_PASSWORD)
     httpserver.expect_request("/fast").respond_with_data("ok")
     dead = free_port()
@@ -306,7 +370,7 @@ connect_timeout = "2s"
     assert found[("endpoint", httpserver.url_for("/fast"))]["severity"] == "ok"
 
 
-def test_sql_data_checks(small_pg, tmp_path, capsys, monkeypatch):
+def test_sql_data_checks(prefect_harness, small_pg, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv(PASSWORD_ENV, MONITOR_PASSWORD)
     checks = """
 [[health_check.sql_checks]]
@@ -371,7 +435,8 @@ max_restarts = 5
 """
 
 
-def test_pods_page_and_the_page_resolves_when_the_pod_is_gone(tmp_path, capsys, monkeypatch, receivers):
+def test_pods_page_and_the_page_resolves_when_the_pod_is_gone(prefect_harness, tmp_path, capsys, monkeypatch,
+                                                              receivers):
     httpserver, slack_path, notify = receivers
     states = pods_in_every_state("shop")
     healthy, crashing = states["running-ready"], states["crash-loop"]
@@ -398,7 +463,7 @@ def test_pods_page_and_the_page_resolves_when_the_pod_is_gone(tmp_path, capsys, 
     assert [(e["event_action"], e["dedup_key"]) for e in events] == [("resolve", trigger["dedup_key"])]
 
 
-def test_unreachable_kubernetes_api_is_one_critical_finding(tmp_path, capsys, monkeypatch):
+def test_unreachable_kubernetes_api_is_one_critical_finding(prefect_harness, tmp_path, capsys, monkeypatch):
     dead = free_port()
     monkeypatch.setenv("KUBECONFIG", str(write_kubeconfig(tmp_path / "kubeconfig",
                                                           {"prod": (f"http://127.0.0.1:{dead}", KUBE_TOKEN)})))

@@ -14,8 +14,8 @@ import pytest
 from maint.errors import KubernetesError
 from maint.pods import PodInfo, assess_pods, kubectl_status, pod_info_from_json
 from maint.report import Severity
-from tests.k8s_server import (NOW, KubeApiServer, ago, container, pod, pods_in_every_state, running, terminated,
-                              unscheduled, waiting, write_kubeconfig)
+from tests.k8s_server import (NOW, ago, container, pod, pods_in_every_state, running, terminated, unscheduled,
+                              waiting, write_kubeconfig)
 
 STATES = pods_in_every_state("shop")
 UP = ago(hours=3)
@@ -297,10 +297,10 @@ def kube_env(monkeypatch, tmp_path):
 
 
 @pytest.fixture
-def cluster(kube_env, monkeypatch):
+def cluster(kube_env, monkeypatch, kube_api):
     payments = [pod(f"payments-api-6d5c4b3a2-{i}", namespace="payments", phase="Running",
                     containers=[container("api", running(UP), ready=True)]) for i in range(3)]
-    with KubeApiServer({"shop": list(STATES.values()), "payments": payments, "empty": []}, token=TOKEN) as server:
+    with kube_api({"shop": list(STATES.values()), "payments": payments, "empty": []}, token=TOKEN) as server:
         monkeypatch.setenv("KUBECONFIG", str(write_kubeconfig(kube_env / "kubeconfig", {"prod": (server.url, TOKEN)})))
         yield server
 
@@ -324,7 +324,7 @@ def test_list_pods_in_several_namespaces_with_the_token(cluster):
     assert sum(f.severity is Severity.CRITICAL for f in findings) == 6
 
 
-def test_a_thousand_pods_are_listed_quickly_in_pages(kube_env, monkeypatch):
+def test_a_thousand_pods_are_listed_quickly_in_pages(kube_api, kube_env, monkeypatch):
     from maint.tasks.kubernetes import list_pods
 
     template = STATES["crash-loop"]
@@ -334,7 +334,7 @@ def test_a_thousand_pods_are_listed_quickly_in_pages(kube_env, monkeypatch):
         body["metadata"]["name"] = f"worker-6c8f7d9b5-{i:05d}"
         body["metadata"]["namespace"] = "big"
         many.append(body)
-    with KubeApiServer({"big": many[:700], "small": many[700:]}, token=TOKEN) as server:
+    with kube_api({"big": many[:700], "small": many[700:]}, token=TOKEN) as server:
         monkeypatch.setenv("KUBECONFIG", str(write_kubeconfig(kube_env / "kubeconfig", {"prod": (server.url, TOKEN)})))
         started = time.perf_counter()
         pods = list_pods(["big", "small"])
@@ -346,14 +346,14 @@ def test_a_thousand_pods_are_listed_quickly_in_pages(kube_env, monkeypatch):
     assert elapsed < 3.0, f"listing 1,000 pods took {elapsed:.2f}s"
 
 
-def test_context_picks_the_cluster(kube_env, monkeypatch):
+def test_context_picks_the_cluster(kube_api, kube_env, monkeypatch):
     from maint.tasks.kubernetes import api_server_url, list_pods
 
     prod_pod = pod("web-prod", namespace="shop", phase="Running", containers=[container("web", running(UP), ready=True)])
     staging_pod = pod("web-staging", namespace="shop", phase="Running",
                       containers=[container("web", running(UP), ready=True)])
-    with KubeApiServer({"shop": [prod_pod]}, token="prod-token-1") as prod, \
-            KubeApiServer({"shop": [staging_pod]}, token="staging-token-2") as staging:
+    with kube_api({"shop": [prod_pod]}, token="prod-token-1") as prod, \
+            kube_api({"shop": [staging_pod]}, token="staging-token-2") as staging:
         path = write_kubeconfig(kube_env / "kubeconfig", {"prod": (prod.url, "prod-token-1"),
                                                           "staging": (staging.url, "staging-token-2")}, current="prod")
         monkeypatch.setenv("KUBECONFIG", str(path))
@@ -362,13 +362,13 @@ def test_context_picks_the_cluster(kube_env, monkeypatch):
         assert api_server_url("staging") == staging.url and api_server_url() == prod.url
 
 
-def test_kubeconfig_is_read_at_call_time_and_the_client_default_is_untouched(kube_env, monkeypatch):
+def test_kubeconfig_is_read_at_call_time_and_the_client_default_is_untouched(kube_api, kube_env, monkeypatch):
     from kubernetes import client
 
     from maint.tasks.kubernetes import list_pods
 
     before = client.Configuration._default
-    with KubeApiServer({"shop": [STATES["running-ready"]]}) as first, KubeApiServer({"shop": []}) as second:
+    with kube_api({"shop": [STATES["running-ready"]]}) as first, kube_api({"shop": []}) as second:
         monkeypatch.setenv("KUBECONFIG", str(write_kubeconfig(kube_env / "one", {"a": (first.url, "t1")})))
         assert len(list_pods(["shop"])) == 1
         monkeypatch.setenv("KUBECONFIG", str(write_kubeconfig(kube_env / "two", {"b": (second.url, "t2")})))
@@ -376,16 +376,16 @@ def test_kubeconfig_is_read_at_call_time_and_the_client_default_is_untouched(kub
     assert client.Configuration._default is before
 
 
-def test_home_kube_config_is_used_without_kubeconfig(kube_env):
+def test_home_kube_config_is_used_without_kubeconfig(kube_api, kube_env):
     from maint.tasks.kubernetes import list_pods
 
-    with KubeApiServer({"shop": [STATES["running-ready"]]}, token=TOKEN) as server:
+    with kube_api({"shop": [STATES["running-ready"]]}, token=TOKEN) as server:
         (kube_env / ".kube").mkdir()
         write_kubeconfig(kube_env / ".kube" / "config", {"home": (server.url, TOKEN)})
         assert [p.name for p in list_pods(["shop"])] == ["web-7d4b9c6f5d-x2x7q"]
 
 
-def test_in_cluster_service_account(kube_env, monkeypatch):
+def test_in_cluster_service_account(kube_api, kube_env, monkeypatch):
     import trustme
     from kubernetes.config import incluster_config
 
@@ -400,7 +400,7 @@ def test_in_cluster_service_account(kube_env, monkeypatch):
     ca.cert_pem.write_to_path(str(account / "ca.crt"))
     monkeypatch.setattr(incluster_config, "SERVICE_TOKEN_FILENAME", str(account / "token"))
     monkeypatch.setattr(incluster_config, "SERVICE_CERT_FILENAME", str(account / "ca.crt"))
-    with KubeApiServer({"shop": [STATES["running-ready"]]}, token="in-cluster-token-abc", tls=tls) as server:
+    with kube_api({"shop": [STATES["running-ready"]]}, token="in-cluster-token-abc", tls=tls) as server:
         monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "127.0.0.1")
         monkeypatch.setenv("KUBERNETES_SERVICE_PORT", str(server.port))
         assert [p.name for p in list_pods(["shop"])] == ["web-7d4b9c6f5d-x2x7q"]
@@ -424,11 +424,11 @@ def test_unreachable_api_is_one_error_naming_the_server(kube_env, monkeypatch):
     assert TOKEN not in message
 
 
-def test_wrong_token_is_refused_without_printing_it(kube_env, monkeypatch):
+def test_wrong_token_is_refused_without_printing_it(kube_api, kube_env, monkeypatch):
     from maint.tasks.kubernetes import list_pods
 
     wrong = "wrong-token-0123456789"
-    with KubeApiServer({"shop": []}, token=TOKEN) as server:
+    with kube_api({"shop": []}, token=TOKEN) as server:
         monkeypatch.setenv("KUBECONFIG", str(write_kubeconfig(kube_env / "kubeconfig", {"prod": (server.url, wrong)})))
         with pytest.raises(KubernetesError) as caught:
             list_pods(["shop"])
@@ -467,18 +467,18 @@ def test_unknown_namespace_is_an_error_naming_it(cluster):
                                  "check [health_check.kubernetes].namespaces and the context")
 
 
-def test_empty_namespace_is_trusted_when_namespaces_cannot_be_read(kube_env, monkeypatch):
+def test_empty_namespace_is_trusted_when_namespaces_cannot_be_read(kube_api, kube_env, monkeypatch):
     from maint.tasks.kubernetes import list_pods
 
-    with KubeApiServer({"shop": []}, token=TOKEN, forbid_namespace_read=True) as server:
+    with kube_api({"shop": []}, token=TOKEN, forbid_namespace_read=True) as server:
         monkeypatch.setenv("KUBECONFIG", str(write_kubeconfig(kube_env / "kubeconfig", {"prod": (server.url, TOKEN)})))
         assert list_pods(["shop", "maybe-a-typo"]) == []
 
 
-def test_slow_api_times_out(kube_env, monkeypatch):
+def test_slow_api_times_out(kube_api, kube_env, monkeypatch):
     from maint.tasks.kubernetes import list_pods
 
-    with KubeApiServer({"shop": []}, delay=3.0) as server:
+    with kube_api({"shop": []}, delay=3.0) as server:
         monkeypatch.setenv("KUBECONFIG", str(write_kubeconfig(kube_env / "kubeconfig", {"prod": (server.url, TOKEN)})))
         started = time.perf_counter()
         with pytest.raises(KubernetesError) as caught:

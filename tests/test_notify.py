@@ -10,8 +10,6 @@ from werkzeug import Response
 from maint.paging import dedup_key
 from tests.conftest import run_cli, run_json, write_config
 
-pytestmark = pytest.mark.usefixtures("db_password")
-
 SLACK_ENV = "MAINT_TEST_SLACK_WEBHOOK_URL"
 PD_ENV = "MAINT_TEST_PAGERDUTY_ROUTING_KEY"
 ROUTING_KEY = "R0UT1NGKEY0123456789abcdef012345"
@@ -44,7 +42,8 @@ def _unique_store(tmp_path):
     return f"file://{store}/"
 
 
-def test_critical_pages_once_per_key_then_resolves_when_ok(pg, tmp_path, capsys, receivers):
+def test_critical_pages_once_per_key_then_resolves_when_ok(pg, db_password, prefect_harness, tmp_path, capsys,
+                                                           receivers):
     from maint.tasks.postgres.server import free_port
 
     httpserver, slack_path, notify = receivers
@@ -147,7 +146,7 @@ class _forward:
         self.thread.join(timeout=5)
 
 
-def test_warning_goes_to_slack_but_does_not_page(pg, tmp_path, capsys, receivers):
+def test_warning_goes_to_slack_but_does_not_page(prefect_harness, tmp_path, capsys, receivers):
     """page_on = ["critical"]: a warning-only report posts to Slack and sends no trigger."""
     from maint.config import NotifyConfig
     from maint.report import Finding, Report, Severity
@@ -166,7 +165,8 @@ def test_warning_goes_to_slack_but_does_not_page(pg, tmp_path, capsys, receivers
     assert _bodies(httpserver, "/v2/enqueue") == []
 
 
-def test_undeliverable_notification_fails_the_run_loudly(pg, tmp_path, capsys, caplog, httpserver, monkeypatch):
+def test_undeliverable_notification_fails_the_run_loudly(pg, db_password, prefect_harness, tmp_path, capsys, caplog,
+                                                         httpserver, monkeypatch):
     from maint.tasks.postgres.server import free_port
 
     import logging
@@ -188,7 +188,7 @@ def test_undeliverable_notification_fails_the_run_loudly(pg, tmp_path, capsys, c
     assert len([r for r, _ in httpserver.log if r.path == slack_path]) == 8, "retried, then gave up"
 
 
-def test_failed_flow_run_pages_through_the_hook(pg, tmp_path, receivers):
+def test_failed_flow_run_pages_through_the_hook(pg, db_password, prefect_harness, tmp_path, receivers):
     """A run that raises before it can report (here: the config lost its [backup] section after
     the deployment was made) pages on its own, and a later good run resolves that page."""
     from maint.flows.backup import backup
@@ -245,7 +245,7 @@ def revoked_slack(httpserver, monkeypatch):
     return _notify_config(httpserver, slack_path)
 
 
-def test_a_revoked_slack_webhook_does_not_keep_on_call_from_being_paged(httpserver, revoked_slack):
+def test_a_revoked_slack_webhook_does_not_keep_on_call_from_being_paged(prefect_harness, httpserver, revoked_slack):
     from maint.errors import NotificationError
     from maint.tasks.notify import notify_report
     from maint.tasks.state import load_open_pages
@@ -258,7 +258,7 @@ def test_a_revoked_slack_webhook_does_not_keep_on_call_from_being_paged(httpserv
     assert load_open_pages("slack-revoked") == [dedup_key("slack-revoked", "pods", "shop/web-1")]
 
 
-def test_pages_delivered_before_pagerduty_refused_one_are_remembered(httpserver, monkeypatch):
+def test_pages_delivered_before_pagerduty_refused_one_are_remembered(prefect_harness, httpserver, monkeypatch):
     from maint.errors import NotificationError
     from maint.tasks.notify import notify_report
     from maint.tasks.state import load_open_pages
@@ -282,7 +282,7 @@ def test_pages_delivered_before_pagerduty_refused_one_are_remembered(httpserver,
     assert load_open_pages("pd-refused") == sorted(accepted), "delivered pages will be resolved by a later run"
 
 
-def test_a_failed_run_pages_even_when_slack_is_revoked(httpserver, revoked_slack):
+def test_a_failed_run_pages_even_when_slack_is_revoked(prefect_harness, httpserver, revoked_slack):
     from maint.errors import NotificationError
     from maint.tasks.notify import notify_run_failure
     from maint.tasks.state import load_open_pages

@@ -14,13 +14,15 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import system_fixture
+
 ROOT = Path(__file__).resolve().parents[1]
 MAPPED = {"maint": ROOT / "maint", "maint/flows": ROOT / "flows", "maint/tasks": ROOT / "tasks",
           "maint/deployments": ROOT / "deployments"}
 LINT_IMPORTS = Path(sys.executable).with_name("lint-imports")
 
 
-@pytest.fixture(scope="module")
+@system_fixture(scope="module")  # pip builds the package: these are systems tests
 def wheel(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("wheel")
     built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir", str(out),

@@ -146,7 +146,7 @@ def test_open_pages_pack_into_shards_prefect_accepts():
     assert all(len(json.dumps(shard)) <= SHARD_CHARS < 5000 for shard in shards)
 
 
-def test_a_large_incident_keeps_every_open_page():
+def test_a_large_incident_keeps_every_open_page(prefect_harness):
     """Prefect caps one Variable at 5,000 characters, about 100 keys: 300 must all come back."""
     from maint.tasks.state import load_open_pages, save_open_pages
 

@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -18,9 +17,8 @@ from maint.backups import TableCount
 from maint.errors import ConfigError
 from maint.restore import (ScratchNameRefused, check_scratch_name, leftover_scratch_databases, scratch_name,
                            toc_tables, validate_row_counts)
-from tests.conftest import DB_PASSWORD_ENV, Poller, run_json, write_config
+from tests.conftest import DB_PASSWORD_ENV, NO_SERVER, Poller, run_json, wait_for, write_config
 
-pytestmark = pytest.mark.usefixtures("db_password")
 PREFIX = "maint_scratch_"
 NOW = datetime(2026, 11, 27, 4, 0, tzinfo=timezone.utc)
 
@@ -39,7 +37,7 @@ def test_name_guard_accepts_only_generated_names():
     check_scratch_name(name, PREFIX, {"shop"})
 
 
-def test_the_guard_runs_before_any_connection(pg):
+def test_the_guard_runs_before_any_connection():
     """Pointed at a closed port, the refusal still comes first: no connection was tried."""
     from maint.config import DatabaseConfig
     from maint.tasks.postgres import drop_scratch_database
@@ -97,7 +95,7 @@ def _scratch_databases(pg) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def backed_up(pg, tmp_path_factory):
+def backed_up(pg, prefect_harness, tmp_path_factory):
     """A store holding one backup made by the backup duty."""
     from maint.flows.backup import backup
 
@@ -119,7 +117,8 @@ def _copy_store(source: Path, target: Path, mutate=None) -> Path:
     return target
 
 
-def test_good_backup_restores_with_exact_counts_from_a_local_store(pg, tmp_path, capsys, backed_up):
+def test_good_backup_restores_with_exact_counts_from_a_local_store(pg, db_password, prefect_harness, tmp_path, capsys,
+                                                                    backed_up):
     code, report = run_json(capsys, _restore_config(tmp_path, pg, f"file://{backed_up}/"), "restore-test")
     assert code == 0, report["findings"]
     messages = {f["check"]: f["message"] for f in report["findings"]}
@@ -129,7 +128,7 @@ def test_good_backup_restores_with_exact_counts_from_a_local_store(pg, tmp_path,
     assert _scratch_databases(pg) == []
 
 
-def test_good_backup_restores_from_gcs(pg, tmp_path, capsys, backed_up, gcs_bucket):
+def test_good_backup_restores_from_gcs(pg, db_password, prefect_harness, tmp_path, capsys, backed_up, gcs_bucket):
     for path in backed_up.iterdir():
         gcs_bucket.blob(f"db/{path.name}").upload_from_filename(str(path))
     code, report = run_json(capsys, _restore_config(tmp_path, pg, f"gs://{gcs_bucket.name}/db/"), "restore-test")
@@ -137,7 +136,7 @@ def test_good_backup_restores_from_gcs(pg, tmp_path, capsys, backed_up, gcs_buck
     assert _scratch_databases(pg) == []
 
 
-def test_manifest_that_disagrees_fails_naming_the_table(pg, tmp_path, capsys, backed_up):
+def test_manifest_that_disagrees_fails_naming_the_table(pg, db_password, prefect_harness, tmp_path, capsys, backed_up):
     def lie(name: str, data: bytes) -> bytes:
         if not name.endswith(".manifest.json"):
             return data
@@ -154,7 +153,8 @@ def test_manifest_that_disagrees_fails_naming_the_table(pg, tmp_path, capsys, ba
     assert _scratch_databases(pg) == []
 
 
-def test_corrupt_backup_fails_and_the_scratch_database_is_gone(pg, tmp_path, capsys, backed_up):
+def test_corrupt_backup_fails_and_the_scratch_database_is_gone(pg, db_password, prefect_harness, tmp_path, capsys,
+                                                                backed_up):
     def flip(name: str, data: bytes) -> bytes:
         if name.endswith(".dump"):
             middle = len(data) // 2
@@ -168,7 +168,7 @@ def test_corrupt_backup_fails_and_the_scratch_database_is_gone(pg, tmp_path, cap
     assert _scratch_databases(pg) == []
 
 
-def test_sql_checks_run_on_the_scratch_database(pg, tmp_path, capsys, backed_up):
+def test_sql_checks_run_on_the_scratch_database(pg, db_password, prefect_harness, tmp_path, capsys, backed_up):
     extra = """
 [[restore_test.sql_checks]]
 database = "prod"
@@ -182,7 +182,7 @@ severity = "warning"
 
 
 @pytest.fixture(scope="module")
-def big_backup(pg, tmp_path_factory):
+def big_backup(pg, prefect_harness, tmp_path_factory):
     """A backup big enough that its restore can be interrupted."""
     from maint.flows.backup import backup
 
@@ -198,7 +198,8 @@ def big_backup(pg, tmp_path_factory):
     return store
 
 
-def test_a_run_killed_mid_restore_leaves_a_scratch_database_the_next_run_removes(pg, tmp_path, capsys, big_backup):
+def test_a_run_killed_mid_restore_leaves_a_scratch_database_the_next_run_removes(pg, db_password, prefect_harness,
+                                                                                 tmp_path, capsys, big_backup):
     from prefect.settings import PREFECT_API_URL
 
     config = _restore_config(tmp_path, pg, f"file://{big_backup}/")
@@ -216,7 +217,10 @@ def test_a_run_killed_mid_restore_leaves_a_scratch_database_the_next_run_removes
     assert killer.fired.is_set(), (tmp_path / "run.log").read_text()[-3000:]
     [left] = _scratch_databases(pg)
 
-    time.sleep(1.1)  # leftover_age is 0s; names have second resolution
+    # leftover_age is 0s, but names have second resolution: the next run's own scratch database must
+    # not get the leftover's name.
+    wait_for(lambda: scratch_name(PREFIX, datetime.now(timezone.utc)) > left, timeout=5,
+             what=f"the clock to pass the second {left} is named after")
     code, report = run_json(capsys, config, "restore-test")
     leftovers = [f for f in report["findings"] if f["check"] == "leftovers"]
     assert [f["message"] for f in leftovers] == [
@@ -238,17 +242,19 @@ def _pg_restore_running() -> bool:
     return False
 
 
-def test_scratch_prefix_must_be_a_safe_identifier(tmp_path, pg):
+def test_scratch_prefix_must_be_a_safe_identifier(tmp_path, monkeypatch):
     from maint.tasks.environment import load_config
 
-    config = _restore_config(tmp_path, pg, f"file://{tmp_path}/").read_text().replace(
+    monkeypatch.setenv(DB_PASSWORD_ENV, "only-read-by-the-config-check")
+    config = _restore_config(tmp_path, NO_SERVER, f"file://{tmp_path}/").read_text().replace(
         f'scratch_prefix = "{PREFIX}"', 'scratch_prefix = "Prod"')
     (tmp_path / "bad.toml").write_text(config)
     with pytest.raises(ConfigError, match="restore_test.scratch_prefix"):
         load_config(tmp_path / "bad.toml")
 
 
-def test_a_backup_from_another_tool_is_validated_against_its_table_of_contents(pg, tmp_path, capsys):
+def test_a_backup_from_another_tool_is_validated_against_its_table_of_contents(pg, db_password, prefect_harness,
+                                                                                tmp_path, capsys):
     """No manifest: every TABLE DATA entry of the archive must be restored, names with spaces too."""
     pg.create_database("spaced")
     with pg.connect("spaced", autocommit=True) as conn:

@@ -11,7 +11,7 @@ import pytest
 from maint.config import RetentionConfig
 from maint.retention import plan_retention
 from maint.backups import BackupEntry
-from tests.conftest import run_cli, run_json, write_config
+from tests.conftest import run_cli, run_json, wait_for, write_config
 from tests.servers import FlakyProxy
 
 NOW = datetime(2026, 11, 27, 5, 0, tzinfo=timezone.utc)  # a Friday
@@ -114,7 +114,8 @@ def password(pg, monkeypatch):
     monkeypatch.setenv(DB_PASSWORD_ENV, pg.password)
 
 
-def test_dry_run_by_default_then_apply_deletes_exactly_the_plan_locally(pg, tmp_path, capsys, password):
+def test_dry_run_by_default_then_apply_deletes_exactly_the_plan_locally(pg, prefect_harness, tmp_path, capsys,
+                                                                        password):
     store = tmp_path / "store"
     store.mkdir()
     names = _local_backups(store, 5)
@@ -130,11 +131,17 @@ def test_dry_run_by_default_then_apply_deletes_exactly_the_plan_locally(pg, tmp_
         [names[0], names[0] + ".manifest.json", names[1], names[1] + ".manifest.json"])
 
 
-def test_apply_on_gcs_with_a_refused_delete(pg, tmp_path, capsys, password, gcs_bucket, gcs_emulator, monkeypatch):
+def test_apply_on_gcs_with_a_refused_delete(pg, prefect_harness, tmp_path, capsys, password, gcs_bucket, gcs_emulator,
+                                            monkeypatch):
+    created: list[datetime] = []
     for i in range(4):
+        if created:  # each backup strictly newer than the last: the plan goes by creation time
+            wait_for(lambda: datetime.now(timezone.utc) > created[-1], timeout=5,
+                     what=f"the clock to pass {created[-1]}, when the previous upload was created")
         gcs_bucket.blob(f"db/prod-{i:03d}.dump").upload_from_string(b"x" * 10)
-        gcs_bucket.blob(f"db/prod-{i:03d}.dump.manifest.json").upload_from_string(b"{}")
-        time.sleep(0.01)
+        manifest = gcs_bucket.blob(f"db/prod-{i:03d}.dump.manifest.json")
+        manifest.upload_from_string(b"{}")
+        created.append(manifest.time_created)
     gcs_bucket.blob("elsewhere/prod-999.dump").upload_from_string(b"outside the prefix")
     config = _retention_config(tmp_path, pg, f"gs://{gcs_bucket.name}/db/")
     # The store refuses the first DELETE (as GCS does for an object under a hold).

@@ -9,8 +9,6 @@ from tests.conftest import DB_PASSWORD_ENV, run_json, write_config
 from tests.servers import FlakyProxy
 from tests.test_notify import _forward
 
-pytestmark = pytest.mark.usefixtures("db_password")
-
 
 def _task_run_counts(flow_run_id: str) -> dict[str, int]:
     import uuid
@@ -23,7 +21,7 @@ def _task_run_counts(flow_run_id: str) -> dict[str, int]:
     return {run.name.rsplit("-", 1)[0]: run.run_count for run in runs}
 
 
-def test_database_not_yet_accepting_connections_is_retried(pg, tmp_path, capsys):
+def test_database_not_yet_accepting_connections_is_retried(pg, db_password, prefect_harness, tmp_path, capsys):
     port = free_port()
     store = tmp_path / "store"
     store.mkdir()
@@ -38,7 +36,7 @@ def test_database_not_yet_accepting_connections_is_retried(pg, tmp_path, capsys)
     assert len(list(store.glob("*.dump.manifest.json"))) == 1
 
 
-def test_auth_refused_is_not_retried(pg, tmp_path, capsys, monkeypatch):
+def test_auth_refused_is_not_retried(pg, db_password, prefect_harness, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv(DB_PASSWORD_ENV, "wrong-password-for-retry-test")
     store = tmp_path / "store"
     store.mkdir()
@@ -54,8 +52,8 @@ def test_auth_refused_is_not_retried(pg, tmp_path, capsys, monkeypatch):
 
 
 @pytest.mark.parametrize("status", [503, 0], ids=["http-503", "connection-reset"])
-def test_gcs_transient_faults_during_upload_are_retried(pg, tmp_path, capsys, gcs_emulator, gcs_bucket,
-                                                        monkeypatch, status):
+def test_gcs_transient_faults_during_upload_are_retried(pg, db_password, prefect_harness, tmp_path, capsys,
+                                                        gcs_emulator, gcs_bucket, monkeypatch, status):
     failures = {("GET", "list"): 1, ("POST", "upload-start"): 1, ("PUT", "upload-chunk"): 2}
     with FlakyProxy(gcs_emulator, failures, status=status) as proxy:
         monkeypatch.setenv("STORAGE_EMULATOR_HOST", proxy.url)

@@ -15,7 +15,7 @@ from psycopg import sql
 from maint.config import VacuumConfig
 from maint.tasks.postgres.server import ThrowawayPostgres
 from maint.vacuum import TableStats, estimate_bloat, plan_vacuum
-from tests.conftest import run_json
+from tests.conftest import run_json, system_fixture, wait_for
 
 NOW = datetime(2026, 11, 23, 3, 0, tzinfo=timezone.utc)
 POLICY = VacuumConfig(databases=["prod"], min_dead_tuples=1000, min_dead_ratio=0.10, max_xid_age=200_000_000,
@@ -79,7 +79,7 @@ def test_bloat_estimate_is_fillfactor_aware():
 
 # --- against a real server -----------------------------------------------------------------------
 
-@pytest.fixture(scope="module")
+@system_fixture(scope="module")
 def vac_pg():
     with ThrowawayPostgres() as server:
         with server.connect(autocommit=True) as conn:
@@ -123,9 +123,33 @@ def shop(vac_pg, monkeypatch):
         conn.execute("ANALYZE events_2026")
         conn.execute("UPDATE events SET kind = 'kk'")
         conn.execute("SELECT pg_stat_force_next_flush()")
-    time.sleep(0.5)  # the statistics of the sessions above reach the shared stats
+    # The statistics of the sessions above reach the shared stats when flushed, at the latest as each
+    # session ends: wait until they show what the sessions did, then until every session has ended.
+    dead = {"bloated": 40_000, "churned": 10_000, WEIRD: 20_000, "events_2026": 20_000, "not_mine": 20_000}
+    seen = {}
+
+    def visible() -> bool:
+        seen.update(_dead_tuples(vac_pg, name))
+        return all(seen.get(table) == count for table, count in dead.items())
+
+    wait_for(visible, what=lambda: f"pg_stat_all_tables in {name} to show dead tuples {dead}; it shows {seen}")
+    wait_for(lambda: _open_sessions(vac_pg, name) == 0, what=f"every session on {name} to end")
     monkeypatch.setenv(PASSWORD_ENV, TENANT_PASSWORD)
     return name
+
+
+def _dead_tuples(server, dbname: str) -> dict[str, int]:
+    with server.connect(dbname) as conn:
+        return dict(conn.execute("SELECT relname, n_dead_tup FROM pg_stat_all_tables WHERE schemaname = 'public'"))
+
+
+def _open_sessions(server, dbname: str, application_name: str | None = None) -> int:
+    """Sessions on `dbname`, counted from another database so as not to be one. A session leaves
+    pg_stat_activity only after its statistics were flushed."""
+    with server.connect() as conn:
+        return conn.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = %s"
+                            " AND application_name = coalesce(%s, application_name)",
+                            (dbname, application_name)).fetchone()[0]
 
 
 def _config(tmp_path, server: ThrowawayPostgres, dbname: str, **vacuum) -> str:
@@ -159,7 +183,7 @@ def _dead(server, dbname: str, table: str) -> int:
         return conn.execute("SELECT n_dead_tup FROM pg_stat_all_tables WHERE relname = %s", (table,)).fetchone()[0]
 
 
-def test_dry_run_reports_the_plan_and_changes_nothing(vac_pg, shop, tmp_path, capsys):
+def test_dry_run_reports_the_plan_and_changes_nothing(prefect_harness, vac_pg, shop, tmp_path, capsys):
     from maint.cli import main
 
     dead_before = _dead(vac_pg, shop, "bloated")
@@ -184,7 +208,7 @@ def test_dry_run_reports_the_plan_and_changes_nothing(vac_pg, shop, tmp_path, ca
     assert {r["table"]: r["est. bloat"] for r in rows}["public.never_analyzed"].startswith("not estimated")
 
 
-def test_vacuum_run_vacuums_what_it_may_and_reports_what_it_may_not(vac_pg, shop, tmp_path, capsys):
+def test_vacuum_run_vacuums_what_it_may_and_reports_what_it_may_not(prefect_harness, vac_pg, shop, tmp_path, capsys):
     code, report = run_json(capsys, _config(tmp_path, vac_pg, shop), "vacuum")
     found = _by_subject(report)
 
@@ -203,7 +227,7 @@ def test_vacuum_run_vacuums_what_it_may_and_reports_what_it_may_not(vac_pg, shop
                             "WHERE relname = 'never_analyzed'").fetchone()[0]
 
 
-def test_a_locked_table_is_skipped_within_the_lock_timeout(vac_pg, shop, tmp_path, capsys):
+def test_a_locked_table_is_skipped_within_the_lock_timeout(prefect_harness, vac_pg, shop, tmp_path, capsys):
     holder = vac_pg.connect(shop)
     holder.execute("LOCK TABLE bloated IN ACCESS EXCLUSIVE MODE")
     try:
@@ -220,7 +244,7 @@ def test_a_locked_table_is_skipped_within_the_lock_timeout(vac_pg, shop, tmp_pat
     assert code == 1
 
 
-def test_a_concurrent_writer_never_waits_longer_than_the_lock_timeout(vac_pg, shop, tmp_path, capsys):
+def test_a_concurrent_writer_never_waits_longer_than_the_lock_timeout(prefect_harness, vac_pg, shop, tmp_path, capsys):
     stop = threading.Event()
     latencies: list[float] = []
 
@@ -245,7 +269,7 @@ def test_a_concurrent_writer_never_waits_longer_than_the_lock_timeout(vac_pg, sh
     assert len(latencies) > 50 and max(latencies) < 0.5 + 0.5, f"a write waited {max(latencies):.2f}s"
 
 
-def test_no_table_starts_after_the_window(vac_pg, shop, tmp_path, capsys):
+def test_no_table_starts_after_the_window(prefect_harness, vac_pg, shop, tmp_path, capsys):
     code, report = run_json(capsys, _config(tmp_path, vac_pg, shop, window='"0s"'), "vacuum")
     found = _by_subject(report)
     assert code == 1 and found
@@ -253,7 +277,7 @@ def test_no_table_starts_after_the_window(vac_pg, shop, tmp_path, capsys):
     assert _dead(vac_pg, shop, "bloated") > 0
 
 
-def test_two_jobs_vacuum_the_same_tables(vac_pg, shop, tmp_path, capsys):
+def test_two_jobs_vacuum_the_same_tables(prefect_harness, vac_pg, shop, tmp_path, capsys):
     code, report = run_json(capsys, _config(tmp_path, vac_pg, shop, jobs="2"), "vacuum")
     assert code == 1  # not_mine stays a warning
     assert _dead(vac_pg, shop, "bloated") == 0 and _dead(vac_pg, shop, "churned") == 0
@@ -270,10 +294,11 @@ def _sessions(server, dbname: str) -> int:
         return conn.execute("SELECT sessions FROM pg_stat_database WHERE datname = current_database()").fetchone()[0]
 
 
-def test_each_worker_keeps_one_connection_for_its_tables(vac_pg, shop, tmp_path, capsys):
+def test_each_worker_keeps_one_connection_for_its_tables(prefect_harness, vac_pg, shop, tmp_path, capsys):
     before = _sessions(vac_pg, shop)
     code, report = run_json(capsys, _config(tmp_path, vac_pg, shop, jobs="1"), "vacuum")
-    time.sleep(0.5)  # the sessions' statistics reach the shared stats when they end
+    # The sessions' statistics reach the shared stats when they end.
+    wait_for(lambda: _open_sessions(vac_pg, shop) == 0, what=f"maint's sessions on {shop} to end")
     acted_on = len(_by_subject(report))
     assert acted_on >= 6
     # The statistics read, one vacuum worker, and _sessions' own first connection; a connection
@@ -297,7 +322,7 @@ def test_a_connection_dropped_between_tables_is_replaced(vac_pg, shop):
             killed = admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s "
                                    "AND application_name = 'maint'", (shop,)).fetchall()
         assert killed == [(True,)]
-        time.sleep(0.2)
+        wait_for(lambda: _open_sessions(vac_pg, shop, "maint") == 0, what="the terminated session to end")
         outcome = session.run(action("churned"))
     assert outcome.status == "done", outcome.detail
     assert _dead(vac_pg, shop, "churned") == 0

@@ -19,8 +19,6 @@ from maint.verification import GzipSqlReader, PlainSqlReader, assess_freshness, 
 from tests.conftest import DB_PASSWORD_ENV, rot_gcs_object, run_json, write_config
 from tests.servers import FlakyProxy
 
-pytestmark = pytest.mark.usefixtures("db_password")
-
 NOW = datetime(2026, 11, 25, 6, 0, tzinfo=timezone.utc)
 STORE = "gs://acme/db/"
 
@@ -119,7 +117,7 @@ def test_plain_sql_reader(data, ok):
 # --- the duty against real backups ---------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def good_backup(pg, tmp_path_factory):
+def good_backup(pg, prefect_harness, tmp_path_factory):
     """A backup made by maint's own backup duty: (dump bytes, manifest dict, dump name)."""
     from maint.flows.backup import backup
 
@@ -175,7 +173,7 @@ def _flip_middle_byte(data: bytes) -> bytes:
     return data[:middle] + bytes([data[middle] ^ 0xFF]) + data[middle + 1:]
 
 
-def test_good_backup_passes_on_a_local_directory(pg, tmp_path, capsys, good_backup):
+def test_good_backup_passes_on_a_local_directory(pg, db_password, prefect_harness, tmp_path, capsys, good_backup):
     data, manifest, name = good_backup
     store = _local_store(tmp_path, {name: data, name + ".manifest.json": _manifest_bytes(manifest)})
 
@@ -188,7 +186,7 @@ def test_good_backup_passes_on_a_local_directory(pg, tmp_path, capsys, good_back
     assert all(f["subject"] == f"file://{store}/" for f in found.values())
 
 
-def test_good_backup_passes_on_gcs(pg, tmp_path, capsys, good_backup, gcs_bucket):
+def test_good_backup_passes_on_gcs(pg, db_password, prefect_harness, tmp_path, capsys, good_backup, gcs_bucket):
     data, manifest, name = good_backup
     gcs_bucket.blob(f"db/{name}").upload_from_string(data)
     gcs_bucket.blob(f"db/{name}.manifest.json").upload_from_string(_manifest_bytes(manifest))
@@ -201,7 +199,7 @@ def test_good_backup_passes_on_gcs(pg, tmp_path, capsys, good_backup, gcs_bucket
 
 
 @pytest.mark.parametrize("case", ["truncated", "flipped", "zero", "text", "manifest-size"])
-def test_corruption_corpus_on_a_local_directory(pg, tmp_path, capsys, good_backup, case):
+def test_corruption_corpus_on_a_local_directory(pg, db_password, prefect_harness, tmp_path, capsys, good_backup, case):
     data, manifest, name = good_backup
     files = {name + ".manifest.json": _manifest_bytes(manifest)}
     expected: dict[str, str] = {}
@@ -232,14 +230,15 @@ def test_corruption_corpus_on_a_local_directory(pg, tmp_path, capsys, good_backu
         assert f"file://{store}/{name}" in found[check]["message"] and found[check]["hint"]
 
 
-def test_flipped_byte_without_a_manifest_is_still_caught_by_reading_the_archive(pg, tmp_path, capsys, other_tool_dump):
+def test_flipped_byte_without_a_manifest_is_still_caught_by_reading_the_archive(pg, db_password, prefect_harness,
+                                                                                tmp_path, capsys, other_tool_dump):
     store = _local_store(tmp_path, {"nightly.dump": _flip_middle_byte(other_tool_dump)})
     code, found = _verify(capsys, tmp_path, pg, f"file://{store}/")
     assert code == 2 and found["archive"]["severity"] == "critical"
     assert found["checksum"]["severity"] == "warning" and "no checksum to compare" in found["checksum"]["message"]
 
 
-def test_corrupt_gzip_is_critical(pg, tmp_path, capsys, plain_sql):
+def test_corrupt_gzip_is_critical(pg, db_password, prefect_harness, tmp_path, capsys, plain_sql):
     compressed = gzip.compress(plain_sql)
     store = _local_store(tmp_path, {"nightly.sql.gz": _flip_middle_byte(compressed)})
     code, found = _verify(capsys, tmp_path, pg, f"file://{store}/")
@@ -247,7 +246,8 @@ def test_corrupt_gzip_is_critical(pg, tmp_path, capsys, plain_sql):
     assert "gzip" in found["archive"]["message"]
 
 
-def test_checksum_mismatch_against_gcs_metadata(pg, tmp_path, capsys, other_tool_dump, gcs_bucket, gcs_server):
+def test_checksum_mismatch_against_gcs_metadata(pg, db_password, prefect_harness, tmp_path, capsys, other_tool_dump,
+                                                gcs_bucket, gcs_server):
     gcs_bucket.blob("db/nightly.dump").upload_from_string(other_tool_dump)
     rot_gcs_object(gcs_server, gcs_bucket.name, "db/nightly.dump", _flip_middle_byte(other_tool_dump))
 
@@ -260,7 +260,7 @@ def test_checksum_mismatch_against_gcs_metadata(pg, tmp_path, capsys, other_tool
 
 @pytest.mark.parametrize("name, fixture", [("nightly.dump", "other_tool_dump"), ("nightly.sql.gz", "plain_sql"),
                                            ("nightly.sql", "plain_sql")])
-def test_backups_made_by_other_tools(pg, tmp_path, capsys, request, name, fixture):
+def test_backups_made_by_other_tools(pg, db_password, prefect_harness, tmp_path, capsys, request, name, fixture):
     data = request.getfixturevalue(fixture)
     if name.endswith(".gz"):
         data = gzip.compress(data)
@@ -272,21 +272,23 @@ def test_backups_made_by_other_tools(pg, tmp_path, capsys, request, name, fixtur
     assert found["archive"]["severity"] == "ok" and found["checksum"]["severity"] == "warning"
 
 
-def test_other_tools_dump_on_gcs_is_checked_against_object_metadata(pg, tmp_path, capsys, other_tool_dump, gcs_bucket):
+def test_other_tools_dump_on_gcs_is_checked_against_object_metadata(pg, db_password, prefect_harness, tmp_path, capsys,
+                                                                    other_tool_dump, gcs_bucket):
     gcs_bucket.blob("db/nightly.dump").upload_from_string(other_tool_dump)
     code, found = _verify(capsys, tmp_path, pg, f"gs://{gcs_bucket.name}/db/")
     assert code == 0, found
     assert found["checksum"]["message"].endswith("crc32c from the object's metadata match")
 
 
-def test_stale_backup_is_critical_with_age_and_rpo(pg, tmp_path, capsys, other_tool_dump):
+def test_stale_backup_is_critical_with_age_and_rpo(pg, db_password, prefect_harness, tmp_path, capsys, other_tool_dump):
     store = _local_store(tmp_path, {"nightly.dump": other_tool_dump}, {"nightly.dump": timedelta(hours=30)})
     code, found = _verify(capsys, tmp_path, pg, f"file://{store}/")
     assert code == 2 and found["freshness"]["severity"] == "critical"
     assert "is 1d6h old" in found["freshness"]["message"] and "RPO is 1d2h" in found["freshness"]["message"]
 
 
-def test_newest_by_modification_time_is_the_one_read(pg, tmp_path, capsys, other_tool_dump):
+def test_newest_by_modification_time_is_the_one_read(pg, db_password, prefect_harness, tmp_path, capsys,
+                                                     other_tool_dump):
     """`a.dump` sorts first by name but is the newest: it is the one verified (and it is broken)."""
     store = _local_store(tmp_path, {"b.dump": other_tool_dump, "a.dump": b"garbage"},
                          {"b.dump": timedelta(hours=5), "a.dump": timedelta(hours=1)})
@@ -294,27 +296,28 @@ def test_newest_by_modification_time_is_the_one_read(pg, tmp_path, capsys, other
     assert code == 2 and f"file://{store}/a.dump" in found["archive"]["message"]
 
 
-def test_no_backup_at_all_is_critical(pg, tmp_path, capsys):
+def test_no_backup_at_all_is_critical(pg, db_password, prefect_harness, tmp_path, capsys):
     store = _local_store(tmp_path, {"README.txt": b"backups go here"})
     code, found = _verify(capsys, tmp_path, pg, f"file://{store}/")
     assert code == 2 and set(found) == {"presence"}
     assert "no backup at all" in found["presence"]["message"]
 
 
-def test_missing_bucket_is_one_critical_finding(pg, tmp_path, capsys, gcs_emulator):
+def test_missing_bucket_is_one_critical_finding(pg, db_password, prefect_harness, tmp_path, capsys, gcs_emulator):
     code, found = _verify(capsys, tmp_path, pg, "gs://no-such-bucket-0815/db/")
     assert code == 2 and list(found) == ["presence"]
     assert "gs://no-such-bucket-0815" in found["presence"]["message"]
 
 
-def test_missing_prefix_is_no_backup(pg, tmp_path, capsys, gcs_bucket):
+def test_missing_prefix_is_no_backup(pg, db_password, prefect_harness, tmp_path, capsys, gcs_bucket):
     code, found = _verify(capsys, tmp_path, pg, f"gs://{gcs_bucket.name}/never-written/")
     assert code == 2 and "no backup at all" in found["presence"]["message"]
 
 
 @pytest.mark.parametrize("status", [503, 0], ids=["http-503", "connection-reset"])
-def test_transient_faults_during_the_read_leave_the_verdict_unchanged(pg, tmp_path, capsys, good_backup,
-                                                                       gcs_bucket, gcs_emulator, monkeypatch, status):
+def test_transient_faults_during_the_read_leave_the_verdict_unchanged(pg, db_password, prefect_harness, tmp_path,
+                                                                      capsys, good_backup, gcs_bucket, gcs_emulator,
+                                                                      monkeypatch, status):
     data, manifest, name = good_backup
     gcs_bucket.blob(f"db/{name}").upload_from_string(data)
     gcs_bucket.blob(f"db/{name}.manifest.json").upload_from_string(_manifest_bytes(manifest))
@@ -325,7 +328,7 @@ def test_transient_faults_during_the_read_leave_the_verdict_unchanged(pg, tmp_pa
     assert code == 0, found
 
 
-def test_every_store_is_checked(pg, tmp_path, capsys, other_tool_dump):
+def test_every_store_is_checked(pg, db_password, prefect_harness, tmp_path, capsys, other_tool_dump):
     (tmp_path / "one").mkdir()
     good = _local_store(tmp_path / "one", {"nightly.dump": other_tool_dump})
     empty = tmp_path / "two"
@@ -375,7 +378,7 @@ def test_archive_reader_reports_a_large_archive_truncated_in_the_middle(large_du
     assert not ok and "pg_restore" in detail
 
 
-def test_archive_reader_does_not_wait_on_pg_restore_that_gave_up(large_dump):
+def test_archive_reader_does_not_wait_on_pg_restore_that_gave_up():
     """pg_restore rejects the header at once; the rest of a large feed must not wait for room
     in a pipe nobody reads."""
     started = time.monotonic()
