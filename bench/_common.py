@@ -226,7 +226,7 @@ def load_average() -> str:
         return "unknown"
 
 
-# --- the throwaway PostgreSQL server (maint.demo.ThrowawayPostgres) -------------------------------
+# --- the throwaway PostgreSQL server (maint.tasks.postgres.server.ThrowawayPostgres) -------------------------------
 
 def postmaster_pid(server) -> int:
     return int((server.datadir / "postmaster.pid").read_text().split()[0])

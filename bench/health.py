@@ -5,7 +5,7 @@
                                      [--no-heartbeat-variant]
 
 Starts, all local:
-  - a throwaway PostgreSQL (maint.demo.ThrowawayPostgres) with a `shop` database (the sample schema);
+  - a throwaway PostgreSQL (maint.tasks.postgres.server.ThrowawayPostgres) with a `shop` database (the sample schema);
   - one asyncio HTTP server on 127.0.0.1 serving `--endpoints` health paths, `--slow` of them
     answering after `--slow-seconds`;
   - a fake Kubernetes API (tests.k8s_server.KubeApiServer, bearer token) holding `--pods` pods in
@@ -356,7 +356,7 @@ def fixture_floor(urls: list[str]) -> tuple[float, int]:
 
 # --- the runbook's loop ---------------------------------------------------------------------------
 
-# The same questions tasks/postgres.py asks, one `psql -c` each, as the runbook has them typed.
+# The same questions tasks/postgres/health.py asks, one `psql -c` each, as the runbook has them typed.
 RUNBOOK_SQL = [
     ("connections vs max_connections",
      "SELECT count(*) FILTER (WHERE backend_type = 'client backend') AS clients, "

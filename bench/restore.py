@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/restore.py [--size-mib 500] [--repeat 1] [--jobs 2] [--workdir DIR] [--keep]
 
-Starts a throwaway PostgreSQL (maint.demo.ThrowawayPostgres, max_wal_size raised so checkpoints
+Starts a throwaway PostgreSQL (maint.tasks.postgres.server.ThrowawayPostgres, max_wal_size raised so checkpoints
 come from the explicit CHECKPOINT before every timed run rather than at random) and a Prefect API
 (the test harness). Fills a database with a small shop: customers, orders, order_items,
 documents (poorly compressible base64 bodies) and events (jsonb), with primary keys, secondary

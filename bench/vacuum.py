@@ -3,7 +3,7 @@
     .venv/bin/python bench/vacuum.py [--tables 8] [--rows 400000] [--clean 2] [--repeat 1] [--settle 60]
                                      [--no-heartbeat-variant] [--keep-log]
 
-Starts a throwaway PostgreSQL (maint.demo.ThrowawayPostgres; autovacuum off server-wide and on
+Starts a throwaway PostgreSQL (maint.tasks.postgres.server.ThrowawayPostgres; autovacuum off server-wide and on
 every bench table, checkpoints pushed out of the way) and, for each repeat, builds the same
 database two or three times (`bench_a_N`, `bench_b_N`, `bench_c_N`), by the same statements in
 the same order:

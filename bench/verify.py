@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/verify.py [--size-mib 1024] [--small-mib 100] [--repeat 1] [--workdir DIR] [--keep]
 
-Starts a throwaway PostgreSQL (maint.demo.ThrowawayPostgres), fills two databases with poorly
+Starts a throwaway PostgreSQL (maint.tasks.postgres.server.ThrowawayPostgres), fills two databases with poorly
 compressible generated rows (base64 of sha512 digests), makes one backup of each with maint's own
 `backup` duty into a local file:// store (so each has a manifest), then on the large dump times
 
@@ -126,7 +126,7 @@ class PassTimes(logging.Handler):
 
 def streamed_pass(config: Path) -> tuple[float, object]:
     """maint (a): the task's own function on the newest entry, as the flow would hand it over."""
-    from maint.flows.backup_verification import list_backups, read_backup_in_one_pass
+    from maint.flows.steps import list_backups, read_backup_in_one_pass
     from maint.tasks.environment import load_config
     from maint.backups import newest_first
 

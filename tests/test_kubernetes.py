@@ -347,7 +347,7 @@ def test_a_thousand_pods_are_listed_quickly_in_pages(kube_api, kube_env, monkeyp
 
 
 def test_context_picks_the_cluster(kube_api, kube_env, monkeypatch):
-    from maint.tasks.kubernetes import api_server_url, list_pods
+    from maint.tasks.kubernetes import list_pods, load_configuration
 
     prod_pod = pod("web-prod", namespace="shop", phase="Running", containers=[container("web", running(UP), ready=True)])
     staging_pod = pod("web-staging", namespace="shop", phase="Running",
@@ -359,7 +359,7 @@ def test_context_picks_the_cluster(kube_api, kube_env, monkeypatch):
         monkeypatch.setenv("KUBECONFIG", str(path))
         assert [p.name for p in list_pods(["shop"])] == ["web-prod"]
         assert [p.name for p in list_pods(["shop"], context="staging")] == ["web-staging"]
-        assert api_server_url("staging") == staging.url and api_server_url() == prod.url
+        assert load_configuration("staging").host == staging.url and load_configuration(None).host == prod.url
 
 
 def test_kubeconfig_is_read_at_call_time_and_the_client_default_is_untouched(kube_api, kube_env, monkeypatch):
