@@ -1,8 +1,10 @@
 """maint: production runbooks as Prefect flows.
 
-The core package holds what every duty shares and that does no I/O of its own: configuration,
-the report model, pure decisions and the CLI. Talking to systems lives in `tasks/`; the duties
-themselves, as Prefect flows, in `flows/`.
+One import name, in layers (README.md, "Architecture"; import-linter checks them): the pure core
+in this folder (the configuration model, the report, durations, errors, the duty list and every
+decision, with no I/O and no clock); `maint.tasks`, one module or package per external system;
+`maint.flows`, the duties as Prefect flows; `maint.deployments`; and the entry points here,
+`maint.cli` and `maint.demo`.
 """
 
 __version__ = "0.1.0"
