@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from maint.deployments import build_deployments, schedule_slug
 from maint.tasks.environment import load_config
 from tests.conftest import DB_PASSWORD_ENV, NO_SERVER, write_config
@@ -53,9 +55,15 @@ def test_serve_without_a_prefect_server_says_what_to_do(tmp_path):
     assert "PREFECT_API_URL is not set" in result.stderr and "prefect server start" in result.stderr
 
 
-def test_help_everywhere():
-    for argv in ([], ["config"], ["config", "check"], ["run"], ["serve"], ["demo"]):
-        result = subprocess.run([sys.executable, "-m", "maint.cli", *argv, "--help"], capture_output=True,
-                                text=True, timeout=60)
-        assert result.returncode == 0, (argv, result.stderr)
-        assert "usage: maint" in result.stdout
+def test_help_everywhere(capsys):
+    # The real entry point once, as a shell runs it; then every subcommand through the same main().
+    result = subprocess.run([sys.executable, "-m", "maint.cli", "--help"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and "usage: maint" in result.stdout, result.stderr
+    from maint.cli import main
+
+    for argv in (["config"], ["config", "check"], ["run"], ["serve"], ["demo"]):
+        with pytest.raises(SystemExit) as exited:
+            main([*argv, "--help"])
+        out, err = capsys.readouterr()
+        assert exited.value.code == 0, (argv, err)
+        assert out.startswith("usage: maint " + " ".join(argv)), (argv, out)
