@@ -21,7 +21,6 @@ from maint.durations import parse_duration
 from maint.errors import ConfigError
 
 
-
 def _duration(value: Any) -> timedelta:
     if isinstance(value, timedelta):
         return value

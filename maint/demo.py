@@ -1,6 +1,7 @@
 """`maint demo`: a throwaway PostgreSQL, a sample schema, a local backup store, the duties run
 through Prefect against them, and the server stopped again. Needs only Python and the
-PostgreSQL server binaries (initdb, pg_ctl) on PATH. The test suite uses the same server class.
+PostgreSQL server binaries (initdb, pg_ctl) on PATH. The server is
+`maint.tasks.postgres.server.ThrowawayPostgres`, the one the tests and benchmarks start too.
 """
 
 from __future__ import annotations
