@@ -43,6 +43,11 @@ class TableCount:
     table: str
     rows: int
 
+    @property
+    def qualified_name(self) -> str:
+        """`schema.table`, as validation matches a manifest's tables with a restore's."""
+        return f"{self.schema}.{self.table}"
+
 
 @dataclass(frozen=True)
 class Manifest:

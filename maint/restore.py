@@ -54,7 +54,7 @@ def validate_row_counts(subject: str, expected: list[TableCount], found: dict[st
     """Every table in the manifest exists in the restore with exactly the manifest's row count."""
     findings = []
     for table in expected:
-        name = f"{table.schema}.{table.table}"
+        name = table.qualified_name
         if name not in found:
             findings.append(Finding("validation", f"{subject} {name}", Severity.CRITICAL,
                                     f"table {name} is missing from the restore (manifest: {table.rows:,} rows)",

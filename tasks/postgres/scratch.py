@@ -63,4 +63,4 @@ def restore_archive(server: DatabaseConfig, dbname: str, path: str, *, jobs: int
 
 def count_rows(server: DatabaseConfig, dbname: str) -> dict[str, int]:
     with connect(server, dbname=dbname, autocommit=False) as conn:
-        return {f"{t.schema}.{t.table}": t.rows for t in count_table_rows(conn)}
+        return {t.qualified_name: t.rows for t in count_table_rows(conn)}
