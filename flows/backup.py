@@ -114,7 +114,12 @@ def _check_and_subject(exc: MaintError, database: DatabaseConfig, store: BackupS
 @flow(name="backup", on_failure=[page_run_failure], on_crashed=[page_run_failure])
 def backup(config_path: str | None = None) -> dict:
     """Nightly logical backup: pg_dump of [backup].database into [backup].store, with a manifest
-    (sizes, checksums, exact row counts) that verification and the restore test rely on."""
+    (sizes, checksums, exact row counts) that verification and the restore test rely on.
+
+    Args:
+        config_path: The maint configuration file; empty means $MAINT_CONFIG on the machine
+            that runs the flow, else ./maint.toml there.
+    """
     config = load_duty_config(config_path, "backup")
     report = start_report("backup")
     database = config.database(config.backup.database)

@@ -50,7 +50,13 @@ def delete_backups(store_config: BackupStoreConfig, deletions: list[Decision]) -
 
 @flow(name="backup-retention", on_failure=[page_run_failure], on_crashed=[page_run_failure])
 def backup_retention(config_path: str | None = None, apply: bool = False) -> dict:
-    """Weekly: plan which backups to keep (GFS) and, only with `apply`, delete the rest."""
+    """Weekly: plan which backups to keep (GFS) and, only with `apply`, delete the rest.
+
+    Args:
+        config_path: The maint configuration file; empty means $MAINT_CONFIG on the machine
+            that runs the flow, else ./maint.toml there.
+        apply: Really delete the backups the plan names; off, the plan is only reported.
+    """
     config = load_duty_config(config_path, "backup-retention")
     policy = config.retention
     store_config = config.store(policy.store)

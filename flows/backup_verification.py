@@ -27,7 +27,13 @@ from maint.verification import assess_freshness, assess_integrity, assess_presen
 @flow(name="backup-verification", on_failure=[page_run_failure], on_crashed=[page_run_failure])
 def backup_verification(config_path: str | None = None, store: str | None = None) -> dict:
     """Daily: every store's newest backup exists, is fresh for its RPO, has a sane size and
-    reads back intact. `store` limits the run to one [[backup_stores]] entry by name."""
+    reads back intact. `store` limits the run to one [[backup_stores]] entry by name.
+
+    Args:
+        config_path: The maint configuration file; empty means $MAINT_CONFIG on the machine
+            that runs the flow, else ./maint.toml there.
+        store: Verify only this [[backup_stores]] entry (by name); empty means every store.
+    """
     config = load_duty_config(config_path, "backup-verification")
     report = start_report("backup-verification")
     known = {s.name: s for s in config.backup_stores}

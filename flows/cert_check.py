@@ -21,7 +21,12 @@ def probe_certificates(targets: list[CertificateConfig]) -> list[TlsProbe]:
 
 @flow(name="cert-check", on_failure=[page_run_failure], on_crashed=[page_run_failure])
 def cert_check(config_path: str | None = None) -> dict:
-    """Weekly: certificates of HTTPS endpoints and PostgreSQL servers, chain, hostname, expiry."""
+    """Weekly: certificates of HTTPS endpoints and PostgreSQL servers, chain, hostname, expiry.
+
+    Args:
+        config_path: The maint configuration file; empty means $MAINT_CONFIG on the machine
+            that runs the flow, else ./maint.toml there.
+    """
     config = load_duty_config(config_path, "cert-check")
     report = start_report("cert-check")
     now = utcnow()

@@ -26,7 +26,12 @@ from maint.verification import assess_integrity
 
 @flow(name="dr-drill", on_failure=[page_run_failure], on_crashed=[page_run_failure])
 def dr_drill(config_path: str | None = None) -> dict:
-    """Monthly: recover the database from its newest backup as if it were lost, and time it."""
+    """Monthly: recover the database from its newest backup as if it were lost, and time it.
+
+    Args:
+        config_path: The maint configuration file; empty means $MAINT_CONFIG on the machine
+            that runs the flow, else ./maint.toml there.
+    """
     config = load_duty_config(config_path, "dr-drill")
     dd = config.dr_drill
     store_config, server = config.store(dd.store), config.database(dd.server)

@@ -54,7 +54,12 @@ def list_pods(kube: KubernetesConfig) -> list:
 
 @flow(name="health-check", on_failure=[page_run_failure], on_crashed=[page_run_failure])
 def health_check(config_path: str | None = None) -> dict:
-    """The daily morning checklist: endpoints, databases, data checks and pods, all at once."""
+    """The daily morning checklist: endpoints, databases, data checks and pods, all at once.
+
+    Args:
+        config_path: The maint configuration file; empty means $MAINT_CONFIG on the machine
+            that runs the flow, else ./maint.toml there.
+    """
     config = load_duty_config(config_path, "health-check")
     hc = config.health_check
     report = start_report("health-check")

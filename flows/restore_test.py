@@ -40,7 +40,12 @@ def drop_leftovers(server: DatabaseConfig, rules: ScratchRules, older_than_secon
 
 @flow(name="restore-test", on_failure=[page_run_failure], on_crashed=[page_run_failure])
 def restore_test(config_path: str | None = None) -> dict:
-    """Friday: the newest backup restores, holds what its manifest says, and how long it takes."""
+    """Friday: the newest backup restores, holds what its manifest says, and how long it takes.
+
+    Args:
+        config_path: The maint configuration file; empty means $MAINT_CONFIG on the machine
+            that runs the flow, else ./maint.toml there.
+    """
     config = load_duty_config(config_path, "restore-test")
     rt = config.restore_test
     store_config, server = config.store(rt.store), config.database(rt.server)

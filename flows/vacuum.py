@@ -67,7 +67,13 @@ def vacuum_tables(db: DatabaseConfig, actions: list[VacuumAction], policy: Vacuu
 @flow(name="vacuum", on_failure=[page_run_failure], on_crashed=[page_run_failure])
 def vacuum(config_path: str | None = None, dry_run: bool = False) -> dict:
     """Weekly: report bloat and dead tuples, then VACUUM (ANALYZE) or ANALYZE the tables that need
-    it, never waiting on a lock. `dry_run` reports the plan and changes nothing."""
+    it, never waiting on a lock. `dry_run` reports the plan and changes nothing.
+
+    Args:
+        config_path: The maint configuration file; empty means $MAINT_CONFIG on the machine
+            that runs the flow, else ./maint.toml there.
+        dry_run: Report the plan and change nothing.
+    """
     config = load_duty_config(config_path, "vacuum")
     policy = config.vacuum
     report = start_report("vacuum")
