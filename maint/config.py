@@ -232,6 +232,26 @@ class CertificateConfig(_Section):
     critical_days: NonNegativeInt = 14
 
 
+class LocksConfig(_Section):
+    """Every run of a duty that changes something takes a lock on what it changes, whichever way it
+    was started (a deployment, `maint run`, another machine): a second run waits this long, then
+    refuses with a finding naming the holder."""
+
+    wait: Duration = timedelta(0)
+    store_lock_ttl: Duration = timedelta(hours=12)  # a lock object older than this is a dead run's
+
+
+class DeadMansSwitchConfig(_Section):
+    """Prefect automations that page when a scheduled duty has had no Completed run for its
+    schedule's period plus a grace, or when a run is stuck Running or was marked Crashed."""
+
+    enabled: bool = True
+    grace: Duration = timedelta(minutes=30)
+    grace_share: Annotated[float, Field(ge=0, le=10)] = 0.10  # of the schedule's period, added to grace
+    stuck_after: Duration = timedelta(hours=6)  # a run still Running after this long pages
+    windows: dict[str, Duration] = {}  # per duty: the whole window instead of period plus grace
+
+
 class MaintConfig(_Section):
     timezone: Annotated[str, AfterValidator(_timezone)] = "UTC"
     notify: NotifyConfig = NotifyConfig()
@@ -245,6 +265,8 @@ class MaintConfig(_Section):
     dr_drill: DrDrillConfig | None = None
     certificates: list[CertificateConfig] = []
     schedules: dict[str, Cron] = {}
+    locks: LocksConfig = LocksConfig()
+    dead_mans_switch: DeadMansSwitchConfig = DeadMansSwitchConfig()
 
     def database(self, name: str) -> DatabaseConfig:
         return next(d for d in self.databases if d.name == name)
@@ -378,6 +400,11 @@ def _reference_problems(raw: dict) -> list[str]:
         for duty in schedules:
             if duty not in DUTIES:
                 problems.append(f"schedules.{duty}: unknown duty (known: {', '.join(DUTIES)})")
+    windows = (raw.get("dead_mans_switch") or {}).get("windows")
+    if isinstance(windows, dict):
+        for duty in windows:
+            if duty not in DUTIES:
+                problems.append(f"dead_mans_switch.windows.{duty}: unknown duty (known: {', '.join(DUTIES)})")
     return problems
 
 
