@@ -133,6 +133,17 @@ def run_flow_state(flow, prefect_defaults: bool = False, **parameters):
     return flow(**parameters, return_state=True)
 
 
+def report_of_state(flow, state) -> dict:
+    """The report a duty's run produced (a critical one included); raises when there is none."""
+    from maint.flows._duty import report_of
+
+    result = state.result(raise_on_failure=False)
+    report = report_of(result)
+    if report is None:
+        raise RuntimeError(f"the {flow.name} flow did not produce a report: {state.type} {result!r}")
+    return report
+
+
 def timed_ok_run(flow, prefect_defaults: bool = False, **parameters) -> tuple[float, dict]:
     """One flow run (see run_flow_state) of a duty that must report status ok: the seconds until
     its result was in hand, and the result."""

@@ -51,7 +51,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 # Importing _common also puts this checkout on sys.path, for the imports of maint.
-from _common import (CLK_TCK, descendants, fmt, load_average, prefect_api, prefect_console_to,
+from _common import (CLK_TCK, report_of_state, descendants, fmt, load_average, prefect_api, prefect_console_to,
                      prefect_telemetry_off, process_table, run_flow_state, say, task_times)
 
 prefect_telemetry_off()
@@ -272,9 +272,7 @@ def run_flow(config: Path) -> tuple[float, dict]:
     started = time.perf_counter()
     state = run_flow_state(cert_check, config_path=str(config))  # exactly as `maint run cert-check`
     elapsed = time.perf_counter() - started
-    report = state.result(raise_on_failure=False)
-    if not (isinstance(report, dict) and "findings" in report):
-        raise RuntimeError(f"the cert-check flow did not produce a report: {state.type} {report!r}")
+    report = report_of_state(cert_check, state)
     return elapsed, report
 
 

@@ -51,7 +51,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 # Importing _common also puts this checkout on sys.path, for the imports of maint and tests.
-from _common import (database_entry, fmt, libpq_env, postgres_bin_on_path, prefect_api, prefect_console_to,
+from _common import (database_entry, report_of_state, fmt, libpq_env, postgres_bin_on_path, prefect_api, prefect_console_to,
                      prefect_telemetry_off, run_flow_state, say, task_times)
 
 prefect_telemetry_off()
@@ -255,9 +255,7 @@ def run_flow(config: Path, prefect_defaults: bool = False) -> tuple[float, dict]
     started = time.perf_counter()
     state = run_flow_state(health_check, prefect_defaults, config_path=str(config))
     elapsed = time.perf_counter() - started
-    report = state.result(raise_on_failure=False)
-    if not (isinstance(report, dict) and "findings" in report):
-        raise RuntimeError(f"the health-check flow did not produce a report: {state.type} {report!r}")
+    report = report_of_state(health_check, state)
     return elapsed, report
 
 

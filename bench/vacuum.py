@@ -67,7 +67,7 @@ from datetime import datetime
 from pathlib import Path
 
 # Importing _common also puts this checkout on sys.path, for the imports of maint.
-from _common import (MIB, database_entry, descendants, drop_database, libpq_env, machine_cpu, postgres_bin_on_path,
+from _common import (MIB, report_of_state, database_entry, descendants, drop_database, libpq_env, machine_cpu, postgres_bin_on_path,
                      postmaster_pid, prefect_api, prefect_console_to, prefect_telemetry_off, process_table,
                      run_flow_state, say, task_times)
 
@@ -453,9 +453,7 @@ def run_flow(config: Path, dry_run: bool = False, prefect_defaults: bool = False
     started = time.perf_counter()
     state = run_flow_state(vacuum, prefect_defaults, config_path=str(config), dry_run=dry_run)
     elapsed = time.perf_counter() - started
-    report = state.result(raise_on_failure=False)
-    if not (isinstance(report, dict) and "findings" in report):
-        raise RuntimeError(f"the vacuum flow did not produce a report: {state.type} {report!r}")
+    report = report_of_state(vacuum, state)
     return elapsed, report
 
 

@@ -1,9 +1,12 @@
 """What every duty's flow does around its own steps: load the config, publish the report, notify.
 
 A duty's flow returns its report as a dict. When the report is critical the flow returns a
-Failed state carrying that report, so Prefect shows the run red while the CLI still gets the
-report (and exit code 2). A run that raises (an internal error, a bad config under a deployment,
-an undeliverable notification) fails or crashes on its own; `page_run_failure` pages for it.
+Failed state whose message is one line naming the duty and its worst findings, and whose data is
+a `CriticalReport` carrying the report: Prefect shows the run red with that reason, the CLI still
+gets the report (and exit code 2). Prefect then re-raises that exception at the end of the engine
+and logs it with a traceback; `quiet_critical_reports` turns those records into the one line.
+A run that raises (an internal error, a bad config under a deployment, an undeliverable
+notification) fails or crashes on its own; `page_run_failure` pages for it.
 """
 
 from __future__ import annotations
@@ -20,12 +23,37 @@ from prefect.states import Failed
 
 from maint.config import MaintConfig
 from maint.duties import DUTIES, missing_section_problem
-from maint.errors import ConfigError, MaintError, TransientError
+from maint.errors import ConfigError, CriticalReport, MaintError, TransientError
 from maint.redaction import redact
 from maint.report import Finding, Report, Severity
 from maint.tasks.environment import config_path, load_config
 
-REPORT_MARKER = "maint-report"
+# Where Prefect logs the exception a Failed run ends with: the run's logger, the engine's
+# (`python -m prefect.engine` under a worker) and the runner's (`maint serve`).
+ENGINE_LOGGERS = ("prefect.flow_runs", "prefect.engine", "prefect.flow_engine", "prefect.runner")
+
+
+class _CriticalReportIsNotACrash(logging.Filter):
+    """A critical report is the product working: log its one-line reason, not a traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, CriticalReport):
+            record.msg, record.args = "%s: %s", (type(exc).__name__, exc)
+            record.exc_info, record.exc_text, record.stack_info = None, None, None
+        return True
+
+
+def quiet_critical_reports() -> None:
+    """Install the filter on Prefect's engine loggers (idempotent). Called on import, so it is in
+    place in every process that loads a duty's flow: a worker's flow run process included."""
+    for name in ENGINE_LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _CriticalReportIsNotACrash) for f in logger.filters):
+            logger.addFilter(_CriticalReportIsNotACrash())
+
+
+quiet_critical_reports()
 
 
 def utcnow() -> datetime:
@@ -119,15 +147,26 @@ def finish_duty(report: Report, config: MaintConfig) -> Any:
     log.info(report.summary_line())
     data = report.to_dict()
     if report.status is Severity.CRITICAL:
-        return Failed(message=f"{REPORT_MARKER}: {report.summary_line()}", data=data)
+        reason = report.failure_reason()
+        return Failed(message=reason, data=CriticalReport(reason, data))
     return data
+
+
+def report_of(result: Any) -> dict | None:
+    """The report a duty's run returned, whether it ended Completed (the dict) or Failed with a
+    critical report; None when the run could not produce one (it raised)."""
+    if isinstance(result, CriticalReport):
+        return result.report
+    if isinstance(result, dict) and "findings" in result:
+        return result
+    return None
 
 
 def page_run_failure(flow, flow_run, state) -> None:
     """on_failure/on_crashed hook: a run that could not produce its report pages on its own.
 
     A run that failed because its report was critical has already paged per finding."""
-    if state.message and state.message.startswith(REPORT_MARKER):
+    if Report.is_critical_reason(flow.name, state.message):
         return
     from maint.tasks.notify import notify_run_failure
 

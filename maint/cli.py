@@ -55,6 +55,17 @@ def build_parser() -> argparse.ArgumentParser:
                      help="really delete the backups the plan names (backup-retention; default: dry run)")
     run.add_argument("--config", metavar="PATH", default=argparse.SUPPRESS, help="configuration file")
 
+    deploy = commands.add_parser(
+        "deploy", help="register every configured duty's deployment on a Prefect work pool (needs PREFECT_API_URL)",
+        description="Register one deployment per configured duty on an existing process or kubernetes work "
+                    "pool, with the [schedules] crons, and the dead man's switch automations. Idempotent: "
+                    "running it again changes only what the configuration changed.")
+    deploy.add_argument("--pool", metavar="NAME", required=True, help="the work pool (it must exist)")
+    deploy.add_argument("--image", metavar="REF", help="container image for flow runs (kubernetes pools)")
+    deploy.add_argument("--worker-config", metavar="PATH",
+                        help="set MAINT_CONFIG=PATH for the flow runs (default: the worker's own $MAINT_CONFIG)")
+    deploy.add_argument("--config", metavar="PATH", default=argparse.SUPPRESS, help="configuration file")
+
     serve = commands.add_parser("serve", help="serve every duty's deployment on its schedule (needs PREFECT_API_URL)")
     serve.add_argument("--config", metavar="PATH", default=argparse.SUPPRESS, help="configuration file")
 
@@ -71,6 +82,8 @@ def main(argv: list[str] | None = None) -> int:
             return _config_check(args)
         if args.command == "run":
             return _run(args)
+        if args.command == "deploy":
+            return _deploy(args)
         if args.command == "serve":
             return _serve(args)
         if args.command == "demo":
@@ -128,14 +141,15 @@ def _run(args) -> int:
     if "store" in parameters and parameters["store"] not in {s.name for s in config.backup_stores}:
         known = ", ".join(s.name for s in config.backup_stores) or "none"
         raise ConfigError([f"--store: no [[backup_stores]] entry named {parameters['store']!r} (known: {known})"])
-    from maint.flows._duty import run_now
+    from maint.flows._duty import report_of, run_now
 
     state = run_now(flow, **parameters)
     result = state.result(raise_on_failure=False)
-    if not (isinstance(result, dict) and "findings" in result):
+    data = report_of(result)
+    if data is None:
         print(f"maint {duty.name}: could not run: {redact(str(result))}", file=sys.stderr)
         return EXIT_UNKNOWN
-    report = Report.from_dict(result)
+    report = Report.from_dict(data)
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))
     else:
@@ -143,28 +157,98 @@ def _run(args) -> int:
     return report.status.exit_code
 
 
-def _serve(args) -> int:
+def _prefect_api_or_explain(command: str) -> bool:
     _prefect_defaults()
     from prefect.settings import PREFECT_API_URL
 
-    if not PREFECT_API_URL.value():
-        print("maint serve: PREFECT_API_URL is not set. Schedules need a real Prefect server, not the "
-              "temporary one `maint run` starts. Start one (`prefect server start`) and set "
-              "PREFECT_API_URL=http://127.0.0.1:4200/api, or point it at Prefect Cloud.", file=sys.stderr)
+    if PREFECT_API_URL.value():
+        return True
+    print(f"maint {command}: PREFECT_API_URL is not set. Schedules need a real Prefect server, not the "
+          "temporary one `maint run` starts. Start one (`prefect server start`) and set "
+          "PREFECT_API_URL=http://127.0.0.1:4200/api, or point it at Prefect Cloud.", file=sys.stderr)
+    return False
+
+
+def _plans(command: str, path, config, **kwargs):
+    from maint.deployments import plan_deployments
+
+    plans = plan_deployments(config, **kwargs)
+    if not plans:
+        print(f"maint {command}: nothing to deploy: {path} configures none of the duties", file=sys.stderr)
+    return plans
+
+
+def _schedule_words(plan) -> str:
+    return f"{plan.cron} ({plan.timezone})" if plan.cron else "manual runs only"
+
+
+def _apply_switch(client, applied, config) -> None:
+    from datetime import datetime, timezone
+
+    from maint.deployments.automations import apply_automations
+
+    for name, outcome in apply_automations(client, applied, config, datetime.now(timezone.utc)):
+        print(f"automation {name!r}: {outcome}")
+    if config.dead_mans_switch.enabled and not (config.notify.slack_webhook_url_env or
+                                                config.notify.pagerduty_routing_key_env):
+        print("maint: warning: [notify] has neither Slack nor PagerDuty: the dead man's switch has no one to tell",
+              file=sys.stderr)
+
+
+def _deploy(args) -> int:
+    path = config_path(args.config)
+    # Before any API call: a bad file changes nothing. The databases' secrets are the workers' business;
+    # the [notify] ones are read below, into the notification blocks.
+    config = load_config(path, check_env=False)
+    if not _prefect_api_or_explain("deploy"):
         return EXIT_UNKNOWN
-    from prefect import serve
+    from prefect.client.orchestration import get_client
 
-    from maint.deployments import build_deployments
+    from maint.deployments import DeployError, apply_deployment, check_work_pool
 
+    job_variables = {"image": args.image} if args.image else {}
+    plans = _plans("deploy", path, config, worker_config=args.worker_config, job_variables=job_variables)
+    if not plans:
+        return EXIT_UNKNOWN
+    with get_client(sync_client=True) as client:
+        try:
+            pool_type = check_work_pool(client, args.pool, args.image)
+        except DeployError as exc:
+            print(f"maint deploy: {exc}", file=sys.stderr)
+            return EXIT_UNKNOWN
+        applied = []
+        for plan in plans:
+            deployment_id, changes = apply_deployment(client, plan, args.pool)
+            applied.append((plan, deployment_id))
+            print(f"deployment {plan.duty.name}/{plan.name} on {args.pool} ({pool_type}): "
+                  f"{', '.join(changes) or 'unchanged'}; {_schedule_words(plan)}")
+        _apply_switch(client, applied, config)
+    return 0
+
+
+def _serve(args) -> int:
     path = config_path(args.config)
     config = load_config(path)
-    deployments = build_deployments(config, path)
-    if not deployments:
-        print(f"maint serve: nothing to serve: {path} configures none of the duties", file=sys.stderr)
+    if not _prefect_api_or_explain("serve"):
         return EXIT_UNKNOWN
-    for d in deployments:
-        crons = ", ".join(s.schedule.cron for s in d.schedules) if d.schedules else "manual runs only"
-        print(f"serving {d.name}: {crons} ({config.timezone})")
+    from prefect import serve
+    from prefect.client.orchestration import get_client
+
+    from maint.deployments import build_deployments, remove_stale_schedules
+
+    plans = _plans("serve", path, config)
+    if not plans:
+        return EXIT_UNKNOWN
+    # Served runs are child processes of this one: they read the configuration it was given.
+    os.environ["MAINT_CONFIG"] = str(path.resolve())
+    deployments = build_deployments(plans)
+    with get_client(sync_client=True) as client:
+        for name, changes in remove_stale_schedules(client, plans).items():
+            print(f"deployment {name}: {', '.join(changes)}")
+        applied = [(plan, deployment.apply()) for plan, deployment in zip(plans, deployments)]
+        _apply_switch(client, applied, config)
+    for plan in plans:
+        print(f"serving {plan.name}: {_schedule_words(plan)}")
     serve(*deployments)
     return 0
 

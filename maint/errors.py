@@ -10,6 +10,20 @@ class MaintError(Exception):
     """An expected failure with a message fit for an on-call engineer."""
 
 
+class CriticalReport(MaintError):
+    """A duty finished and its report is critical: the product working, not an internal error.
+
+    The run ends Failed with `str(self)`, one line naming the duty and its worst findings; the
+    report itself rides along for `maint run`, which prints it and exits 2."""
+
+    def __init__(self, reason: str, report: dict):
+        super().__init__(reason)
+        self.report = report
+
+    def __reduce__(self):  # results are pickled: keep the report through a round trip
+        return (type(self), (str(self), self.report))
+
+
 class ConfigError(MaintError):
     """The configuration is unusable; `problems` lists every problem, each naming its field."""
 

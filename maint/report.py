@@ -107,6 +107,19 @@ class Report:
         parts = ", ".join(f"{counts[s]} {s.value}" for s in Severity if counts[s])
         return f"{self.duty}: {self.status.value.upper()} ({parts or 'no findings'})"
 
+    @staticmethod
+    def is_critical_reason(duty: str, message: str | None) -> bool:
+        """Whether a Failed run's message is `failure_reason` of a critical report of `duty`."""
+        return bool(message) and message.startswith(f"{duty}: {Severity.CRITICAL.value.upper()} (")
+
+    def failure_reason(self, shown: int = 2, width: int = 300) -> str:
+        """One line naming the duty and its worst findings: a Failed run's state message."""
+        worst = [f for f in self.findings if f.severity is self.status][:shown]
+        named = "; ".join(f"{f.subject}: {f.check}: {' '.join(f.message.split())}" for f in worst)
+        more = len([f for f in self.findings if f.severity is self.status]) - len(worst)
+        line = f"{self.summary_line()}: {named}" + (f"; and {more} more" if more > 0 else "")
+        return line if len(line) <= width else line[:width - 1] + "…"
+
     def to_text(self) -> str:
         """The human summary `maint run DUTY` prints: by subject, worst first, hints for problems."""
         lines = [self.summary_line()]

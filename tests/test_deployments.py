@@ -5,11 +5,10 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-from maint.deployments import build_deployments, schedule_slug
+from maint.deployments import build_deployments, plan_deployments, schedule_slug
 from maint.tasks.environment import load_config
 from tests.conftest import DB_PASSWORD_ENV, NO_SERVER, write_config
 
@@ -19,12 +18,15 @@ def test_one_deployment_per_configured_duty_with_its_schedule(tmp_path, monkeypa
     config_file = write_config(tmp_path / "maint.toml", NO_SERVER, f"file://{tmp_path}/")
     config = load_config(config_file)
 
-    deployments = {d.name: d for d in build_deployments(config, Path(os.path.relpath(config_file)))}
+    deployments = {d.name: d for d in build_deployments(plan_deployments(config))}
 
     assert set(deployments) == {"backup", "backup-verification"}
     assert deployments["backup-verification"].schedules == [], "not in [schedules]: manual runs only"
     deployment = deployments["backup"]
-    assert deployment.parameters == {"config_path": str(config_file.resolve())}
+    # No path of this machine: served runs read $MAINT_CONFIG, which `maint serve` sets for them.
+    assert deployment.parameters == {}
+    assert deployment.entrypoint == "maint.flows.backup.backup"
+    assert deployment.concurrency_limit == 1
     assert {"maint", "backup"} <= set(deployment.tags)
     [schedule] = deployment.schedules
     assert schedule.schedule.cron == "0 1 * * *"
@@ -43,13 +45,16 @@ def test_one_deployment_per_configured_duty_with_its_schedule(tmp_path, monkeypa
 def test_unconfigured_duty_gets_no_deployment(tmp_path):
     config_file = tmp_path / "maint.toml"
     config_file.write_text('[[databases]]\nname = "prod"\nhost = "h"\ndbname = "d"\nuser = "u"\n')
-    assert build_deployments(load_config(config_file), config_file) == []
+    assert plan_deployments(load_config(config_file)) == []
 
 
-def test_serve_without_a_prefect_server_says_what_to_do(tmp_path):
+@pytest.mark.parametrize("command", [["serve"], ["deploy", "--pool", "maint"]])
+def test_serve_and_deploy_without_a_prefect_server_say_what_to_do(tmp_path, command):
+    config_file = tmp_path / "maint.toml"
+    config_file.write_text('[[certificates]]\nhost = "example.com"\n')
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
     env["PREFECT_HOME"] = str(tmp_path / "prefect-home")  # no profile with an API URL either
-    result = subprocess.run([sys.executable, "-m", "maint.cli", "--config", str(tmp_path / "x.toml"), "serve"],
+    result = subprocess.run([sys.executable, "-m", "maint.cli", "--config", str(config_file), *command],
                             capture_output=True, text=True, env=env, timeout=120)
     assert result.returncode == 3
     assert "PREFECT_API_URL is not set" in result.stderr and "prefect server start" in result.stderr
@@ -61,7 +66,7 @@ def test_help_everywhere(capsys):
     assert result.returncode == 0 and "usage: maint" in result.stdout, result.stderr
     from maint.cli import main
 
-    for argv in (["config"], ["config", "check"], ["run"], ["serve"], ["demo"]):
+    for argv in (["config"], ["config", "check"], ["run"], ["deploy"], ["serve"], ["demo"]):
         with pytest.raises(SystemExit) as exited:
             main([*argv, "--help"])
         out, err = capsys.readouterr()
