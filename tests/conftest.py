@@ -5,8 +5,9 @@ session, and pytest-httpserver receivers standing in for Slack and PagerDuty.
 The suite runs in three layers, each test in exactly one, derived from the fixtures it uses (its
 fixture closure) so that the marker cannot drift from what the test does:
 
-- `flows`: it requests `prefect_harness` (the session's Prefect test server), directly or through
-  another fixture: it runs a flow, or reads Prefect's API (artifacts, task runs, Variables);
+- `flows`: it requests `prefect_harness` (the session's Prefect test server) or `prefect_server`
+  (a real `prefect server start`, with its scheduler, automations and UI, for workers and
+  deployments), directly or through another fixture: it runs a flow, or uses Prefect's API;
 - `systems`: otherwise, it uses a system fixture (see `system_fixture`): a real server the suite
   starts (PostgreSQL, the GCS emulator, TLS and HTTP servers, the Kubernetes API stand-in), or
   the package built as pip would install it;
@@ -19,6 +20,7 @@ that starts or talks to Prefect's server, fails saying which fixture to request.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import json
 import os
@@ -50,6 +52,7 @@ DB_PASSWORD_ENV = "MAINT_TEST_DB_PASSWORD"
 
 LAYERS = ("decisions", "systems", "flows")
 HARNESS = "prefect_harness"
+PREFECT_FIXTURES = {HARNESS, "prefect_server"}
 # Fixtures that bring up a real system. pytest-httpserver's come from its plugin; the suite's own
 # are declared with @system_fixture, below and in the test modules.
 SYSTEM_FIXTURES: set[str] = {"httpserver", "make_httpserver"}
@@ -67,7 +70,7 @@ def system_fixture(function=None, **kwargs):
 
 def layer_of(fixturenames) -> str:
     names = set(fixturenames)
-    if HARNESS in names:
+    if names & PREFECT_FIXTURES:
         return "flows"
     if names & SYSTEM_FIXTURES:
         return "systems"
@@ -139,6 +142,61 @@ def prefect_harness():
 
     with prefect_test_harness(server_startup_timeout=120):
         yield
+
+
+@pytest.fixture(scope="session")
+def prefect_server(tmp_path_factory):
+    """One real Prefect server for the session (`prefect server start`: scheduler, automations,
+    UI), started by the first test that needs it. Tests share it: each cleans up with
+    `prefect_api`'s `forget_maint`. Processes reach it through `server.client_env()`."""
+    from maint.tasks.prefect_server import LocalPrefectServer
+
+    with LocalPrefectServer(tmp_path_factory.mktemp("prefect-server")) as server:
+        yield server
+
+
+@contextlib.contextmanager
+def prefect_api(server):
+    """A SyncPrefectClient talking to `server` (not the harness), in this process."""
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings({PREFECT_API_URL: server.api_url}), get_client(sync_client=True) as client:
+        yield client
+
+
+def forget_maint(server) -> None:
+    """Delete what maint registered on the shared server (deployments, automations, blocks, work
+    pools): the next test starts from an empty server, and no automation of this test pages a
+    receiver of the next."""
+    with prefect_api(server) as client:
+        for automation in client.read_automations():
+            client.delete_automation(automation.id)
+        for deployment in client.read_deployments():
+            client.delete_deployment(deployment.id)
+        for block in client.read_block_documents():
+            if block.name and block.name.startswith("maint-"):
+                client.delete_block_document(block.id)
+        for pool in client.read_work_pools():
+            if not pool.name.startswith("default"):
+                client.delete_work_pool(pool.name)
+
+
+def maint_process(server, *argv: str, env: dict[str, str] | None = None, timeout: float = 180,
+                  ) -> subprocess.CompletedProcess:
+    """`maint ARGV` as its own process against the real server, as an operator runs it."""
+    return subprocess.run([sys.executable, "-m", "maint.cli", *argv], capture_output=True, text=True,
+                          env=server.client_env({**os.environ, **(env or {})}), timeout=timeout)
+
+
+def run_worker_once(server, pool: str, env: dict[str, str] | None = None, timeout: float = 300,
+                    ) -> subprocess.CompletedProcess:
+    """A real `prefect worker start --pool POOL --run-once`: it runs the pool's due flow runs and exits."""
+    from maint.tasks.prefect_server import prefect_program
+
+    return subprocess.run([prefect_program(), "worker", "start", "--pool", pool, "--run-once"],
+                          capture_output=True, text=True, timeout=timeout,
+                          env=server.client_env({**os.environ, **(env or {})}))
 
 
 def wait_for(condition, timeout: float = 30.0, what="the condition", interval: float = 0.02):
