@@ -2,10 +2,11 @@
 
 Runbook:
   1. check the store is there and writable (before touching the database),
-  2. export a snapshot, run pg_dump --snapshot on it and stream the archive into the store,
+  2. take the database's backup lock (another backup of it running: report who runs it, stop),
+  3. export a snapshot, run pg_dump --snapshot on it and stream the archive into the store,
      counting every table's rows in that same snapshot meanwhile,
-  3. check that what the store holds is what pg_dump wrote (size, crc32c),
-  4. write the manifest, which marks the backup complete.
+  4. check that what the store holds is what pg_dump wrote (size, crc32c),
+  5. write the manifest, which marks the backup complete; release the lock.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from prefect.tasks import exponential_backoff
 
 from maint.flows._duty import (finding_from_error, finish_duty, is_transient, load_duty_config, page_run_failure,
                          start_report, utcnow)
+from maint.flows.steps import DutyLock, holding_lock
 from maint import __version__
 from maint.backups import Manifest, backup_object_name, manifest_name
 from maint.config import BackupConfig, BackupStoreConfig, DatabaseConfig
@@ -124,10 +126,14 @@ def backup(config_path: str | None = None) -> dict:
     report = start_report("backup")
     database = config.database(config.backup.database)
     store = config.store(config.backup.store)
+    attempts = config.backup.connect_attempts
     try:
         check_store_writable(store)
-        made = dump_database_to_store.with_options(retries=config.backup.connect_attempts - 1)(
-            database, store, config.backup)
+        with holding_lock(report, DutyLock.in_database("backup", database, database.dbname), config.locks,
+                          retries=attempts - 1) as held:
+            if not held:  # another backup of this database is running; the finding names it
+                return finish_duty(report, config)
+            made = dump_database_to_store.with_options(retries=attempts - 1)(database, store, config.backup)
     except MaintError as exc:
         check, subject = _check_and_subject(exc, database, store)
         report.add(finding_from_error(check, subject, exc, _hint(exc, database, store)))

@@ -1,12 +1,14 @@
 """Duty `backup-retention`: delete old backups safely. A dry run unless `apply` is set.
 
 Runbook:
-  1. list the store's backups (by real creation time) and which one last passed verification,
-  2. plan: keep_last, then the newest per day/ISO week/month (GFS), min_keep, the verified one;
+  1. only with `apply`: take the store's retention lock (another run applying retention to it:
+     report who runs it, stop); a dry run changes nothing and takes none,
+  2. list the store's backups (by real creation time) and which one last passed verification,
+  3. plan: keep_last, then the newest per day/ISO week/month (GFS), min_keep, the verified one;
      refuse to delete anything if no backup arrived within the RPO,
-  3. report the plan; only with `apply`: delete each planned backup, its dump first and its
+  4. report the plan; only with `apply`: delete each planned backup, its dump first and its
      manifest last, each pinned to the generation that was listed. An object the store will not
-     delete (a hold, a retention lock) is skipped and reported.
+     delete (a hold, a retention lock) is skipped and reported. Release the lock.
 """
 
 from __future__ import annotations
@@ -17,11 +19,11 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
 from maint.backups import BackupEntry
-from maint.config import BackupStoreConfig
+from maint.config import BackupStoreConfig, MaintConfig
 from maint.errors import DeleteRefused, MaintError
 from maint.flows._duty import finish_duty, load_duty_config, page_run_failure, start_report, utcnow
-from maint.flows.steps import list_backups
-from maint.report import Finding, Severity
+from maint.flows.steps import DutyLock, holding_lock, list_backups
+from maint.report import Finding, Report, Severity
 from maint.retention import Decision, plan_retention
 from maint.tasks.state import last_verified
 from maint.tasks.storage import open_store
@@ -58,17 +60,25 @@ def backup_retention(config_path: str | None = None, apply: bool = False) -> dic
         apply: Really delete the backups the plan names; off, the plan is only reported.
     """
     config = load_duty_config(config_path, "backup-retention")
-    policy = config.retention
-    store_config = config.store(policy.store)
+    store_config = config.store(config.retention.store)
     report = start_report("backup-retention")
-    now = utcnow()
+    lock = DutyLock.in_store("backup-retention", store_config, config.locks) if apply else None
     try:
-        backups = list_backups(store_config)
+        with holding_lock(report, lock, config.locks) as held:
+            if held:
+                plan_and_apply_retention(report, config, store_config, apply)
     except MaintError as exc:
         report.add(Finding("retention", store_config.url, Severity.CRITICAL, str(exc),
-                           f"check that {store_config.url} exists and may be listed"))
-        return finish_duty(report, config)
-    plan = plan_retention(backups, policy, now, rpo=store_config.rpo, verified=last_verified(store_config.name),
+                           f"check that {store_config.url} exists and may be listed (and written, to --apply)"))
+    return finish_duty(report, config)
+
+
+def plan_and_apply_retention(report: Report, config: MaintConfig, store_config: BackupStoreConfig,
+                             apply: bool) -> None:
+    """Steps 2 to 4 of the runbook, into `report`."""
+    policy = config.retention
+    backups = list_backups(store_config)
+    plan = plan_retention(backups, policy, utcnow(), rpo=store_config.rpo, verified=last_verified(store_config.name),
                           zone=ZoneInfo(config.timezone))
     # Every kept backup and the first deletions: a store of 100,000 objects must not turn into a
     # 10 MB report artifact; the counts below cover the rest.
@@ -81,20 +91,19 @@ def backup_retention(config_path: str | None = None, apply: bool = False) -> dic
     if plan.refused:
         report.add(Finding("retention", store_config.url, Severity.WARNING, plan.refused,
                            "run `maint run backup-verification` and look at the backup job's recent runs"))
-        return finish_duty(report, config)
+        return
     deletions = plan.deletions
     summary = f"{len(backups)} backups: keep {len(backups) - len(deletions)}, delete {len(deletions)}"
     if not apply:
         report.add(Finding("retention", store_config.url, Severity.OK,
                            f"dry run: {summary}; nothing deleted (run with --apply to delete)"))
-        return finish_duty(report, config)
+        return
     refused = delete_backups(store_config, deletions) if deletions else []
     for url, problem in refused:
         report.add(Finding("retention-skipped", url, Severity.WARNING, problem,
                            "release the hold or wait for the retention lock, if the backup should go"))
     report.add(Finding("retention", store_config.url, Severity.OK,
                        f"{summary}: deleted {len(deletions) - len(refused)}, skipped {len(refused)}"))
-    return finish_duty(report, config)
 
 
 def _created(backup: BackupEntry) -> str:

@@ -1,12 +1,14 @@
 """Duty `dr-drill`: a monthly, measured disaster-recovery drill, written up as a drill record.
 
 Runbook:
-  1. declare a simulated loss of the database at t0,
+  1. take the dr-drill lock on the DR server (another drill of this store running: report who
+     runs it, stop), then declare a simulated loss of the database at t0,
   2. find the newest backup and verify it (checksums and a full archive read),
   3. restore it into a scratch database on the DR server, validate it, run the SQL checks and
      drop the scratch database (the restore test's own steps),
   4. measure RTO (t0 to validated restore) and RPO (t0 minus the backup's snapshot time) against
-     the targets, and write the record: summary, timeline, RTO/RPO, result, action items.
+     the targets, and write the record: summary, timeline, RTO/RPO, result, action items;
+     release the lock.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ from maint.backups import newest_first
 from maint.drill import assess_objective, drill_record
 from maint.errors import MaintError
 from maint.flows._duty import finish_duty, flow_run_url, load_duty_config, page_run_failure, start_report, utcnow
-from maint.flows.steps import ScratchRules, list_backups, read_backup_in_one_pass, restore_and_validate
+from maint.flows.steps import (DutyLock, ScratchRules, holding_lock, list_backups, read_backup_in_one_pass,
+                               restore_and_validate)
 from maint.report import Finding, Severity
 from maint.verification import assess_integrity
 
@@ -39,35 +42,41 @@ def dr_drill(config_path: str | None = None) -> dict:
     rules = ScratchRules.of(config)
     report = start_report("dr-drill")
     t0 = utcnow()
-    timeline: list[tuple[datetime, str]] = [(t0, f"simulated loss of database {database} declared")]
+    timeline: list[tuple[datetime, str]] = []
     rto = rpo = None
     try:
-        entries = list_backups(store_config)
-        if not entries:
-            raise MaintError(f"no backup in {store_config.url}: there is nothing to recover from")
-        newest = newest_first(entries)[0]
-        if newest.created_at is None:
-            raise MaintError(f"the newest backup {newest.url} has no known creation time: the data lost "
-                             "(RPO) cannot be measured")
-        rpo = t0 - newest.created_at
-        timeline.append((utcnow(), f"newest backup found: {newest.url} (snapshot "
-                                   f"{newest.created_at.isoformat(timespec='seconds')})"))
-        integrity = assess_integrity(store_config.url, newest, read_backup_in_one_pass(store_config, newest))
-        for finding in integrity:
-            report.add(finding)
-        if any(f.severity is Severity.CRITICAL for f in integrity):
-            timeline.append((utcnow(), "backup verification FAILED: the drill stops; nothing was restored"))
-        else:
-            timeline.append((utcnow(), "backup verified: checksums match, archive reads in full"))
-            restored = restore_and_validate(store_config, server, newest, rules, dd.sql_checks, t0)
-            timeline += restored.timeline
-            for finding in restored.findings:
+        with holding_lock(report, DutyLock.in_database("dr-drill", server, store_config.url, store_config.url),
+                          config.locks) as held:
+            if not held:  # another drill of this store is running; the finding names it
+                return finish_duty(report, config)
+            t0 = utcnow()  # declared once the lock is held: no wait for it counts against the RTO
+            timeline.append((t0, f"simulated loss of database {database} declared"))
+            entries = list_backups(store_config)
+            if not entries:
+                raise MaintError(f"no backup in {store_config.url}: there is nothing to recover from")
+            newest = newest_first(entries)[0]
+            if newest.created_at is None:
+                raise MaintError(f"the newest backup {newest.url} has no known creation time: the data lost "
+                                 "(RPO) cannot be measured")
+            rpo = t0 - newest.created_at
+            timeline.append((utcnow(), f"newest backup found: {newest.url} (snapshot "
+                                       f"{newest.created_at.isoformat(timespec='seconds')})"))
+            integrity = assess_integrity(store_config.url, newest, read_backup_in_one_pass(store_config, newest))
+            for finding in integrity:
                 report.add(finding)
-            if restored.failure:
-                raise restored.failure
-            if not any(f.severity is Severity.CRITICAL for f in report.findings):
-                rto = restored.validated_at - t0
-            report.details.update(restored.report_seconds)
+            if any(f.severity is Severity.CRITICAL for f in integrity):
+                timeline.append((utcnow(), "backup verification FAILED: the drill stops; nothing was restored"))
+            else:
+                timeline.append((utcnow(), "backup verified: checksums match, archive reads in full"))
+                restored = restore_and_validate(store_config, server, newest, rules, dd.sql_checks, t0)
+                timeline += restored.timeline
+                for finding in restored.findings:
+                    report.add(finding)
+                if restored.failure:
+                    raise restored.failure
+                if not any(f.severity is Severity.CRITICAL for f in report.findings):
+                    rto = restored.validated_at - t0
+                report.details.update(restored.report_seconds)
     except MaintError as exc:
         timeline.append((utcnow(), f"FAILED: {exc}"))
         report.add(Finding("drill", store_config.url, Severity.CRITICAL, str(exc),

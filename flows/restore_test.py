@@ -2,13 +2,15 @@
 and always drop the scratch database.
 
 Runbook:
-  1. drop scratch databases that crashed runs left behind (only maint's own names, only old ones),
-  2. find the store's newest backup (by real creation time),
-  3. fetch it (a local store's file is used in place; a GCS object is downloaded, timed),
-  4. create a scratch database named prefix + timestamp, pg_restore into it with `jobs` workers,
-  5. validate: every manifest table with exactly its row count (without a manifest: every table of
+  1. take the restore-test lock on the server (another restore test of this store running:
+     report who runs it, stop),
+  2. drop scratch databases that crashed runs left behind (only maint's own names, only old ones),
+  3. find the store's newest backup (by real creation time),
+  4. fetch it (a local store's file is used in place; a GCS object is downloaded, timed),
+  5. create a scratch database named prefix + timestamp, pg_restore into it with `jobs` workers,
+  6. validate: every manifest table with exactly its row count (without a manifest: every table of
      the archive's table of contents), then the optional SQL checks,
-  6. drop the scratch database, whatever happened in 4 and 5.
+  7. drop the scratch database, whatever happened in 5 and 6; release the lock.
 The restore time is the measured RTO of this backup.
 """
 
@@ -23,7 +25,7 @@ from maint.backups import newest_first
 from maint.config import DatabaseConfig
 from maint.errors import MaintError
 from maint.flows._duty import finish_duty, load_duty_config, page_run_failure, start_report, utcnow
-from maint.flows.steps import ScratchRules, list_backups, restore_and_validate
+from maint.flows.steps import DutyLock, ScratchRules, holding_lock, list_backups, restore_and_validate
 from maint.report import Finding, Severity
 from maint.restore import leftover_scratch_databases
 from maint.tasks import postgres
@@ -51,25 +53,29 @@ def restore_test(config_path: str | None = None) -> dict:
     store_config, server = config.store(rt.store), config.database(rt.server)
     rules = ScratchRules.of(config)
     report = start_report("restore-test")
-    now = utcnow()
     try:
-        for name in drop_leftovers(server, rules, rt.leftover_age.total_seconds()):
-            report.add(Finding("leftovers", server.address, Severity.WARNING,
-                               f"dropped scratch database {name}, left behind by a crashed earlier run",
-                               "look for a restore-test run that crashed or was killed around that time"))
-        entries = list_backups(store_config)
-        if not entries:
-            report.add(Finding("restore", store_config.url, Severity.CRITICAL, f"no backup in {store_config.url}",
-                               "nothing to restore: is the backup job running?"))
-            return finish_duty(report, config)
-        newest = newest_first(entries)[0]
-        restored = restore_and_validate(store_config, server, newest, rules, rt.sql_checks, now)
-        for finding in restored.findings:
-            report.add(finding)
-        if restored.failure:
-            raise restored.failure
-        report.details.update({"backup": newest.url, **restored.report_seconds})
-        report.details["measured RTO"] = f"{restored.seconds['restore']:.1f}s (restore time)"
+        with holding_lock(report, DutyLock.in_database("restore-test", server, store_config.url,
+                                                       store_config.url), config.locks) as held:
+            if not held:  # another restore test of this store is running; the finding names it
+                return finish_duty(report, config)
+            now = utcnow()
+            for name in drop_leftovers(server, rules, rt.leftover_age.total_seconds()):
+                report.add(Finding("leftovers", server.address, Severity.WARNING,
+                                   f"dropped scratch database {name}, left behind by a crashed earlier run",
+                                   "look for a restore-test run that crashed or was killed around that time"))
+            entries = list_backups(store_config)
+            if not entries:
+                report.add(Finding("restore", store_config.url, Severity.CRITICAL, f"no backup in {store_config.url}",
+                                   "nothing to restore: is the backup job running?"))
+            else:
+                newest = newest_first(entries)[0]
+                restored = restore_and_validate(store_config, server, newest, rules, rt.sql_checks, now)
+                for finding in restored.findings:
+                    report.add(finding)
+                if restored.failure:
+                    raise restored.failure
+                report.details.update({"backup": newest.url, **restored.report_seconds})
+                report.details["measured RTO"] = f"{restored.seconds['restore']:.1f}s (restore time)"
     except MaintError as exc:
         report.add(Finding("restore", store_config.url, Severity.CRITICAL, str(exc),
                            "the backup did not restore: treat it as lost and take a new one; read the message"))

@@ -1,37 +1,43 @@
 """Steps that several duties run, as Prefect tasks: listing a store's backups, reading one back
-in a single streamed pass, and restoring one into a scratch database and validating it.
+in a single streamed pass, restoring one into a scratch database and validating it, and holding
+the lock that keeps a second run of a duty off the same target.
 
 Verification, retention, the restore test and the DR drill all read the store the same way, and
-the restore test and the DR drill restore the same way; the steps live here so that no duty's
-module imports another's.
+the restore test and the DR drill restore the same way; every duty that changes something locks
+the same way; the steps live here so that no duty's module imports another's.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import tempfile
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
-from prefect import task
+from prefect import task, unmapped
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.tasks import exponential_backoff
 
 from maint.backups import KIND_CUSTOM, KIND_SQL_GZ, BackupEntry, Manifest, ManifestError, group_backups
-from maint.config import BackupStoreConfig, DatabaseConfig, MaintConfig, SqlCheckConfig
+from maint.config import BackupStoreConfig, DatabaseConfig, LocksConfig, MaintConfig, SqlCheckConfig
 from maint.digests import Digests
 from maint.durations import format_bytes
 from maint.errors import MaintError
 from maint.flows._duty import is_transient, utcnow
 from maint.health import assess_sql_check
-from maint.report import Finding, Severity
+from maint.locks import held_finding, holder_label, lock_key, refused_finding, store_lock_name, unavailable_finding
+from maint.report import Finding, Report, Severity
 from maint.restore import scratch_name, toc_tables, validate_row_counts, validate_tables_present
 from maint.tasks import postgres
-from maint.tasks.storage import open_store
+from maint.tasks.storage import StoreLock, open_store
 from maint.verification import GzipSqlReader, IntegrityResult, PlainSqlReader
 
 log = logging.getLogger("maint.steps")
@@ -235,3 +241,93 @@ def restore_and_validate(store_config: BackupStoreConfig, server: DatabaseConfig
         return result
     result.seconds["total"] = time.monotonic() - started
     return result
+
+
+# --- one run per target --------------------------------------------------------------------------
+
+class DutyLock:
+    """A lock a duty takes on what it changes, and how its findings name that (`subject`)."""
+
+    def __init__(self, duty: str, subject: str, lock: postgres.AdvisoryLock | StoreLock):
+        self.duty, self.subject, self.lock = duty, subject, lock
+        self.held = False
+        self.taken = 0.0  # time.monotonic() when taken
+
+    @classmethod
+    def in_database(cls, duty: str, db: DatabaseConfig, target: str, subject: str | None = None) -> "DutyLock":
+        """An advisory lock in `db`'s database, keyed by (duty, target)."""
+        return cls(duty, subject or db.address, postgres.AdvisoryLock(db, lock_key(duty, target), _holder(duty)))
+
+    @classmethod
+    def in_store(cls, duty: str, store_config: BackupStoreConfig, locks: LocksConfig) -> "DutyLock":
+        """A lock object in the store, for a duty with no database to lock."""
+        store = open_store(store_config)
+        return cls(duty, store_config.url,
+                   StoreLock(store, store_lock_name(duty), _holder(duty), locks.store_lock_ttl))
+
+
+def _holder(duty: str) -> str:
+    from prefect.runtime import flow_run
+
+    return holder_label(duty, str(flow_run.id) if flow_run.id else None, socket.gethostname(), os.getpid())
+
+
+@task(name="take-lock", retry_delay_seconds=exponential_backoff(1), retry_condition_fn=is_transient,
+      cache_policy=NO_CACHE, persist_result=False)
+def take_lock(lock: DutyLock, wait_seconds: float) -> bool:
+    """Take the lock, waiting up to `wait_seconds` for another run to release it."""
+    return lock.lock.acquire(timedelta(seconds=wait_seconds))
+
+
+@contextmanager
+def holding_locks(report: Report, locks: list[DutyLock], settings: LocksConfig, *, retries: int = 2,
+                  raise_errors: bool = False) -> Iterator[list[DutyLock]]:
+    """Take every lock at once, each waiting up to [locks] wait; yield the ones taken, and release
+    them on the way out. A lock another run holds is a warning naming the holder; one that could
+    not be asked for is a critical finding (or, with `raise_errors`, the MaintError itself, for
+    the duty to report as its own failure). Each lock taken ends as one finding: held and released
+    (ok), or taken over from a dead run or lost on the way (warnings)."""
+    if not locks:
+        yield []
+        return
+    futures = take_lock.with_options(retries=retries).map(locks, unmapped(settings.wait.total_seconds()))
+    failures: list[BaseException] = []
+    for lock, future in zip(locks, futures):  # every answer first, so that an error leaves none held
+        try:
+            lock.held, lock.taken = future.result(), time.monotonic()
+        except MaintError as exc:
+            if raise_errors:
+                failures.append(exc)
+            else:
+                report.add(unavailable_finding(lock.subject, str(exc)))
+        except BaseException as exc:
+            failures.append(exc)
+        else:
+            if not lock.held:
+                report.add(refused_finding(lock.duty, lock.subject, lock.lock.holder, settings.wait, utcnow()))
+    held = [lock for lock in locks if lock.held]
+    try:
+        if failures:
+            raise failures[0]
+        yield held
+    finally:
+        for lock in held:
+            lost, error = False, None
+            try:
+                lost = not lock.lock.release()
+            except MaintError as exc:  # the store failed: the duty itself is done, and says so
+                error = str(exc)
+            report.add(held_finding(lock.duty, lock.subject, timedelta(seconds=time.monotonic() - lock.taken),
+                                    utcnow(), taken_over=lock.lock.taken_over, lost=lost, release_error=error))
+
+
+@contextmanager
+def holding_lock(report: Report, lock: DutyLock | None, settings: LocksConfig, *,
+                 retries: int = 2) -> Iterator[bool]:
+    """The one lock of a duty: yields whether this run holds it (with None, a run that changes
+    nothing, always). A lock that cannot be asked for raises its MaintError."""
+    if lock is None:
+        yield True
+        return
+    with holding_locks(report, [lock], settings, retries=retries, raise_errors=True) as held:
+        yield bool(held)

@@ -5,8 +5,9 @@ Runbook, for every database in [vacuum].databases at once:
   1. read every table's statistics (catalog and stats views only: no table lock),
   2. report them, largest first, with an estimated bloat,
   3. choose the tables that need VACUUM (ANALYZE) or ANALYZE (plan_vacuum),
-  4. unless this is a dry run, work through them one at a time (or `jobs` at a time), with
-     SKIP_LOCKED and a lock_timeout; start no new table once `window` has elapsed.
+  4. unless this is a dry run, take each database's vacuum lock (a database another vacuum run
+     holds is skipped, naming that run), then work through its tables one at a time (or `jobs` at
+     a time), with SKIP_LOCKED and a lock_timeout; start no new table once `window` has elapsed.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.tasks import exponential_backoff
 
 from maint.flows._duty import finish_duty, is_transient, load_duty_config, page_run_failure, start_report, utcnow
+from maint.flows.steps import DutyLock, holding_locks
 from maint.config import DatabaseConfig, VacuumConfig
 from maint.durations import format_bytes
 from maint.errors import MaintError
@@ -106,8 +108,11 @@ def vacuum(config_path: str | None = None, dry_run: bool = False) -> dict:
         report.details["dry run"] = "yes: nothing was changed"
         return finish_duty(report, config)
 
-    runs = vacuum_tables.map([db for db, _ in plans], [plan for _, plan in plans], policy=unmapped(policy))
-    for (db, plan), future in zip(plans, runs):
-        for action, outcome in zip(plan, future.result()):
-            report.add(assess_outcome(db.name, action, outcome, policy))
+    locks = {db.name: DutyLock.in_database("vacuum", db, db.dbname) for db, _ in plans}
+    with holding_locks(report, list(locks.values()), config.locks):
+        plans = [(db, plan) for db, plan in plans if locks[db.name].held]
+        runs = vacuum_tables.map([db for db, _ in plans], [plan for _, plan in plans], policy=unmapped(policy))
+        for (db, plan), future in zip(plans, runs):
+            for action, outcome in zip(plan, future.result()):
+                report.add(assess_outcome(db.name, action, outcome, policy))
     return finish_duty(report, config)

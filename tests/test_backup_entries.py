@@ -78,7 +78,7 @@ def test_a_gcs_object_without_a_creation_time_is_described_as_undated():
 # --- the storage interface -------------------------------------------------------------------------
 
 LIFECYCLE = {"check_writable", "list_objects", "open_reader", "read_bytes", "open_writer", "put_bytes",
-             "delete", "local_path"}
+             "delete", "local_path", "create_lock", "read_lock", "delete_lock"}
 
 
 def test_the_store_interface_declares_the_whole_lifecycle_as_abstract():

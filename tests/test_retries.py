@@ -32,7 +32,8 @@ def test_database_not_yet_accepting_connections_is_retried(pg, db_password, pref
 
     assert code == 0, report
     assert forward.accepted >= 3
-    assert _task_run_counts(report["details"]["flow_run_id"])["dump-database-to-store"] == 3
+    # The backup lock's connection is the run's first: it meets the refusals and is retried.
+    assert _task_run_counts(report["details"]["flow_run_id"])["take-lock"] == 3
     assert len(list(store.glob("*.dump.manifest.json"))) == 1
 
 
@@ -45,10 +46,11 @@ def test_auth_refused_is_not_retried(pg, db_password, prefect_harness, tmp_path,
     code, report = run_json(capsys, config, "backup")
 
     assert code == 2
-    # The dump task failed, so the flow has its run id only via the Prefect API: find the newest.
+    # The lock's task (the first to connect) failed, so the flow has its run id only via the Prefect API.
     from tests.test_backup import _latest_flow_run_id
 
-    assert _task_run_counts(_latest_flow_run_id("backup"))["dump-database-to-store"] == 1
+    counts = _task_run_counts(_latest_flow_run_id("backup"))
+    assert counts["take-lock"] == 1 and "dump-database-to-store" not in counts, counts
 
 
 @pytest.mark.parametrize("status", [503, 0], ids=["http-503", "connection-reset"])

@@ -26,11 +26,11 @@ def _password(db: DatabaseConfig) -> str | None:
     return resolve_secret(db.password_env, field=f"databases.{db.name}.password_env")
 
 
-def connection_kwargs(db: DatabaseConfig, dbname: str | None = None) -> dict:
+def connection_kwargs(db: DatabaseConfig, dbname: str | None = None, application_name: str = "maint") -> dict:
     """Keyword arguments for psycopg.connect; the password is the only secret among them."""
     kwargs = {"host": db.host, "port": db.port, "dbname": dbname or db.dbname, "user": db.user,
               "sslmode": db.sslmode, "connect_timeout": max(1, int(db.connect_timeout.total_seconds())),
-              "application_name": "maint"}
+              "application_name": application_name}
     if db.sslrootcert:
         kwargs["sslrootcert"] = db.sslrootcert
     password = _password(db)
@@ -92,18 +92,18 @@ def _milliseconds(delta: timedelta) -> int:
 
 
 def open_connection(db: DatabaseConfig, *, dbname: str | None = None, autocommit: bool = False,
-                    statement_timeout: timedelta | None = None,
-                    lock_timeout: timedelta | None = None) -> psycopg.Connection:
-    """A connection the caller closes; the timeouts are set at startup, so they bind every
-    statement including the first."""
-    kwargs = connection_kwargs(db, dbname)
-    settings = []
+                    statement_timeout: timedelta | None = None, lock_timeout: timedelta | None = None,
+                    application_name: str = "maint", settings: dict[str, int] | None = None) -> psycopg.Connection:
+    """A connection the caller closes; the timeouts (and `settings`, name to integer) are set at
+    startup, so they bind every statement including the first."""
+    kwargs = connection_kwargs(db, dbname, application_name)
+    options = [f"-c {name}={int(value)}" for name, value in (settings or {}).items()]
     if statement_timeout is not None:
-        settings.append(f"-c statement_timeout={_milliseconds(statement_timeout)}")
+        options.append(f"-c statement_timeout={_milliseconds(statement_timeout)}")
     if lock_timeout is not None:
-        settings.append(f"-c lock_timeout={_milliseconds(lock_timeout)}")
-    if settings:
-        kwargs["options"] = " ".join(settings)
+        options.append(f"-c lock_timeout={_milliseconds(lock_timeout)}")
+    if options:
+        kwargs["options"] = " ".join(options)
     try:
         return psycopg.connect(**kwargs, autocommit=autocommit)
     except psycopg.Error as exc:

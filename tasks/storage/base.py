@@ -27,6 +27,17 @@ class StoredObject:
     md5: str | None = None  # base64, as GCS reports it
 
 
+@dataclass(frozen=True)
+class LockObject:
+    """A lock object as the store holds it: its content, and what pins a delete to this very one."""
+
+    name: str
+    url: str
+    data: bytes
+    created_at: datetime
+    generation: int | None = None  # GCS; a local lock object is told apart by its content
+
+
 class ObjectWriter(abc.ABC):
     """A streamed write: nothing is visible under the final name until `commit`."""
 
@@ -75,6 +86,20 @@ class BackupStore(abc.ABC):
     def delete(self, name: str, generation: int | None = None) -> None:
         """Delete one object, only if it is still `generation` where the store has them.
         Raises DeleteRefused when the store will not (a hold, a lock, changed, already gone)."""
+
+    @abc.abstractmethod
+    def create_lock(self, name: str, data: bytes) -> LockObject | None:
+        """Create a small hidden object only where none has that name, whole or not at all: of any
+        number of runs creating it at once exactly one gets it; None for the others."""
+
+    @abc.abstractmethod
+    def read_lock(self, name: str) -> LockObject | None:
+        """The lock object, or None when there is none."""
+
+    @abc.abstractmethod
+    def delete_lock(self, lock: LockObject) -> bool:
+        """Delete the lock object only if it is still `lock` (not one another run made since);
+        False when it was gone or had been replaced, which then stays."""
 
     @abc.abstractmethod
     def local_path(self, name: str) -> Path | None:

@@ -14,7 +14,7 @@ from typing import Iterator
 from urllib.parse import urlparse
 
 from maint.errors import DeleteRefused, StorageError, TransientStorageError
-from maint.tasks.storage.base import BackupStore, ObjectWriter, StoredObject
+from maint.tasks.storage.base import BackupStore, LockObject, ObjectWriter, StoredObject
 
 
 def _gcs_client():
@@ -151,6 +151,48 @@ class GcsStore(BackupStore):
             raise DeleteRefused(f"{url}: not deleted: {why}") from exc
         except _gcs_errors() as exc:
             raise translate_gcs_error(exc, url) from exc
+
+    def create_lock(self, name: str, data: bytes) -> LockObject | None:
+        from google.api_core import exceptions as gexc
+
+        blob, url = self._blob(name), f"{self.url}{name}"
+        try:
+            # if_generation_match=0: GCS creates it only where no live object has the name, and
+            # answers the others 412. (gcp-storage-emulator ignores the precondition.)
+            blob.upload_from_string(data, content_type="application/json", if_generation_match=0)
+        except gexc.PreconditionFailed:
+            return None
+        except _gcs_errors() as exc:
+            raise translate_gcs_error(exc, url) from exc
+        return LockObject(name, url, data, blob.time_created, blob.generation)
+
+    def read_lock(self, name: str) -> LockObject | None:
+        from google.api_core import exceptions as gexc
+
+        url = f"{self.url}{name}"
+        try:
+            blob = self.client.bucket(self.bucket_name).get_blob(self.prefix + name)
+            if blob is None:
+                return None
+            # Before the download, which resets the blob's properties from its response headers.
+            created_at, generation = blob.time_created, blob.generation
+            data = blob.download_as_bytes(if_generation_match=generation)
+        except (gexc.NotFound, gexc.PreconditionFailed):
+            return None  # released, or replaced, between the two calls: the caller asks again
+        except _gcs_errors() as exc:
+            raise translate_gcs_error(exc, url) from exc
+        return LockObject(name, url, data, created_at, generation)
+
+    def delete_lock(self, lock: LockObject) -> bool:
+        from google.api_core import exceptions as gexc
+
+        try:
+            self._blob(lock.name).delete(if_generation_match=lock.generation)
+        except (gexc.NotFound, gexc.PreconditionFailed):
+            return False
+        except _gcs_errors() as exc:
+            raise translate_gcs_error(exc, lock.url) from exc
+        return True
 
     def local_path(self, name: str) -> None:
         return None  # an object must be downloaded to be read at random

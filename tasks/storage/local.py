@@ -9,13 +9,14 @@ here: pinned reads and deletes simply read and delete the file.
 from __future__ import annotations
 
 import os
+import secrets
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator
 from urllib.parse import urlparse
 
 from maint.errors import DeleteRefused, StorageError
-from maint.tasks.storage.base import BackupStore, ObjectWriter, StoredObject
+from maint.tasks.storage.base import BackupStore, LockObject, ObjectWriter, StoredObject
 
 
 class LocalStore(BackupStore):
@@ -26,6 +27,11 @@ class LocalStore(BackupStore):
     def _path(self, name: str) -> Path:
         if "/" in name or name.startswith("."):
             raise StorageError(f"refusing object name {name!r} in {self.url}: not a plain file name")
+        return self.root / name
+
+    def _lock_path(self, name: str) -> Path:
+        if "/" in name or not name.startswith("."):
+            raise StorageError(f"refusing lock name {name!r} in {self.url}: not a hidden plain file name")
         return self.root / name
 
     def check_writable(self) -> None:
@@ -69,6 +75,61 @@ class LocalStore(BackupStore):
             raise DeleteRefused(f"{self.url}{name} is already gone") from None
         except PermissionError as exc:
             raise DeleteRefused(f"{self.url}{name}: deletion refused ({exc.strerror})") from exc
+
+    def create_lock(self, name: str, data: bytes) -> LockObject | None:
+        """Written whole beside the name, then linked into place: link(2) refuses an existing name,
+        atomically, on NFS too (open's O_EXCL is not safe there), and the object is never seen
+        half written."""
+        path = self._lock_path(name)
+        self.check_writable()
+        partial = path.with_name(f"{name}.partial-{os.getpid()}-{secrets.token_hex(4)}")
+        try:
+            with open(partial, "xb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.link(partial, path)
+        except FileExistsError:
+            return None
+        except OSError as exc:
+            raise StorageError(f"cannot create the lock {self.url}{name}: {exc.strerror}") from exc
+        finally:
+            partial.unlink(missing_ok=True)
+        return LockObject(name, self.url + name, data, datetime.fromtimestamp(path.stat().st_mtime, timezone.utc))
+
+    def read_lock(self, name: str) -> LockObject | None:
+        path = self._lock_path(name)
+        try:
+            with open(path, "rb") as f:
+                mtime = os.fstat(f.fileno()).st_mtime
+                data = f.read()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise StorageError(f"cannot read the lock {self.url}{name}: {exc.strerror}") from exc
+        return LockObject(name, self.url + name, data, datetime.fromtimestamp(mtime, timezone.utc))
+
+    def delete_lock(self, lock: LockObject) -> bool:
+        """Moved aside first (a rename is atomic: no other run can remove or replace what was
+        moved), then compared: a lock that another run made meanwhile is put back."""
+        path = self._lock_path(lock.name)
+        aside = path.with_name(f"{lock.name}.released-{os.getpid()}-{secrets.token_hex(4)}")
+        try:
+            os.rename(path, aside)
+        except FileNotFoundError:
+            return False
+        except OSError as exc:
+            raise StorageError(f"cannot delete the lock {lock.url}: {exc.strerror}") from exc
+        try:
+            if aside.read_bytes() == lock.data:
+                return True
+            try:
+                os.link(aside, path)
+            except FileExistsError:  # a third run has made one since: that one stands
+                pass
+            return False
+        finally:
+            aside.unlink(missing_ok=True)
 
     def local_path(self, name: str) -> Path:
         """The file itself: already on disk and seekable, so a restore needs no copy."""
