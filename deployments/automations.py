@@ -4,13 +4,14 @@ A duty pages on its own findings, but only if it runs. When the worker dies or `
 not restarted, nothing runs and nothing pages: so the Prefect server, not the worker, watches.
 For every deployed duty, created or updated idempotently by name:
 - "maint DUTY: no completed run" (scheduled duties): fires when the deployment has had no
-  Completed run for its window (`maint.dead_mans_switch.switch_window`); a later Completed run
-  resolves it (the automation's actions on resolve).
+  Completed run for its window (`maint.dead_mans_switch.switch_window`), and again every window
+  while none comes (PagerDuty folds the repeats into one incident: one dedup key per duty).
 - "maint DUTY: run stuck or crashed": fires when a run is marked Crashed, or is still Running
   after [dead_mans_switch].stuck_after. It pages the same incident as a run that fails in its
-  own process (`maint.paging.dedup_key(duty, "flow-run", duty)`), which the duty's next
-  completed run resolves; "maint DUTY: run completed" resolves it too, server-side, in case that
-  run's own page state was lost.
+  own process (`maint.paging.dedup_key(duty, "flow-run", duty)`).
+- "maint DUTY: run completed": resolves both pages when a run Completes. (An automation's own
+  "actions on resolve" would be the natural place, but the open-source Prefect server never
+  resolves a trigger; only Prefect Cloud does.)
 Their actions go to PagerDuty and Slack through notification blocks that maint saves from
 [notify]; the routing key and webhook URL live only in the blocks' Secret fields, never in the
 automations' text.
@@ -62,7 +63,7 @@ def save_notification_blocks(config: MaintConfig) -> dict[str, UUID]:
     if routing_key:
         trigger = {"routing_key": "{{routing_key}}", "event_action": "trigger", "dedup_key": "{{subject}}",
                    "payload": {"summary": "{{body}}", "source": "maint (Prefect automation)",
-                               "severity": "critical", "class": "dead-mans-switch"}}
+                               "severity": "critical", "class": "prefect-automation"}}
         resolve = {"routing_key": "{{routing_key}}", "event_action": "resolve", "dedup_key": "{{subject}}"}
         for name, body in ((PAGERDUTY_TRIGGER_BLOCK, trigger), (PAGERDUTY_RESOLVE_BLOCK, resolve)):
             block = CustomWebhookNotificationBlock(name=name, url=notify.pagerduty_events_url, json_data=body,
@@ -71,16 +72,14 @@ def save_notification_blocks(config: MaintConfig) -> dict[str, UUID]:
     return blocks
 
 
-def _page(blocks: dict[str, UUID], key: str, text: str, *, resolve: bool = False) -> list:
+def _page(blocks: dict[str, UUID], key: str, text: str) -> list:
     from prefect.events.actions import SendNotification
 
     actions = []
-    pagerduty = blocks.get(PAGERDUTY_RESOLVE_BLOCK if resolve else PAGERDUTY_TRIGGER_BLOCK)
-    if pagerduty:
-        actions.append(SendNotification(block_document_id=pagerduty, subject=key, body=text))
+    if PAGERDUTY_TRIGGER_BLOCK in blocks:
+        actions.append(SendNotification(block_document_id=blocks[PAGERDUTY_TRIGGER_BLOCK], subject=key, body=text))
     if SLACK_BLOCK in blocks:
-        actions.append(SendNotification(block_document_id=blocks[SLACK_BLOCK], subject=key,
-                                        body=f"*{'RESOLVED' if resolve else 'PAGE'}* {text}"))
+        actions.append(SendNotification(block_document_id=blocks[SLACK_BLOCK], subject=key, body=f"*PAGE* {text}"))
     return actions
 
 
@@ -92,6 +91,7 @@ def _deployment_runs(deployment_id: UUID) -> dict[str, str]:
 
 def planned_automations(plan: DeploymentPlan, deployment_id: UUID, config: MaintConfig,
                         blocks: dict[str, UUID], now: datetime) -> list:
+    from prefect.events.actions import SendNotification
     from prefect.events.schemas.automations import AutomationCore, CompoundTrigger, EventTrigger, Posture
 
     settings = config.dead_mans_switch
@@ -108,9 +108,7 @@ def planned_automations(plan: DeploymentPlan, deployment_id: UUID, config: Maint
             trigger=EventTrigger(posture=Posture.Proactive, expect={"prefect.flow-run.Completed"},
                                  match={"prefect.resource.id": "prefect.flow-run.*"}, match_related=related,
                                  threshold=1, within=window),
-            actions=_page(blocks, switch_dedup_key(plan.duty.name), text),
-            actions_on_resolve=_page(blocks, switch_dedup_key(plan.duty.name),
-                                     f"maint {plan.duty.name}: a run Completed again.", resolve=True)))
+            actions=_page(blocks, switch_dedup_key(plan.duty.name), text)))
     stuck_text = stuck_or_crashed_text(plan.duty.name, settings.stuck_after) + " Run: {{ flow_run.name }}."
     automations.append(AutomationCore(
         name=names["run stuck or crashed"],
@@ -124,14 +122,16 @@ def planned_automations(plan: DeploymentPlan, deployment_id: UUID, config: Maint
                          match_related=related, threshold=1, within=settings.stuck_after),
         ]),
         actions=_page(blocks, run_failed_key, stuck_text)))
+    resolve = blocks.get(PAGERDUTY_RESOLVE_BLOCK)
     automations.append(AutomationCore(
         name=names["run completed"],
-        description=f"Resolves the 'run stuck or crashed' page of {plan.duty.name} when a run completes.",
+        description=f"Resolves the pages above when a {plan.duty.name} run completes (PagerDuty only: "
+                    "Slack hears of problems, not of every run).",
         trigger=EventTrigger(posture=Posture.Reactive, expect={"prefect.flow-run.Completed"},
                              match={"prefect.resource.id": "prefect.flow-run.*"}, match_related=related,
                              threshold=1, within=timedelta(0)),
-        actions=_page(blocks, run_failed_key, f"maint {plan.duty.name}: a run Completed.", resolve=True)
-        if blocks.get(PAGERDUTY_RESOLVE_BLOCK) else []))
+        actions=[SendNotification(block_document_id=resolve, subject=key, body=f"maint {plan.duty.name}: a run Completed.")
+                 for key in (switch_dedup_key(plan.duty.name), run_failed_key)] if resolve else []))
     return [a for a in automations if a.actions]
 
 

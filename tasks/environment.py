@@ -8,6 +8,7 @@ Prefect parameter; every value read is remembered for `maint.redaction.redact`.
 from __future__ import annotations
 
 import os
+import socket
 import tomllib
 from pathlib import Path
 
@@ -49,3 +50,10 @@ def resolve_secret(env_name: str | None, *, field: str) -> str | None:
         raise ConfigError([f"{field}: environment variable {env_name} is not set (or empty)"])
     remember_secret(value)
     return value
+
+
+def free_port() -> int:
+    """A TCP port free on loopback now, for a server this machine starts (demo, tests, benchmarks)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

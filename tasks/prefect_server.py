@@ -14,7 +14,7 @@ from pathlib import Path
 
 import httpx
 
-from maint.tasks.postgres.server import free_port
+from maint.tasks.environment import free_port
 
 
 def prefect_program() -> str:

@@ -7,7 +7,6 @@ import os
 import pwd
 import secrets
 import shutil
-import socket
 import subprocess
 import tempfile
 from pathlib import Path
@@ -15,11 +14,7 @@ from pathlib import Path
 import psycopg
 import psycopg.sql
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from maint.tasks.environment import free_port  # noqa: F401 (the tests and benchmarks import it from here)
 
 
 class ThrowawayPostgres:
