@@ -182,6 +182,29 @@ def test_a_removed_cron_loses_its_schedule_under_deploy_and_under_serve(prefect_
         assert (schedule.slug, schedule.schedule.cron) == ("maint-health-check", CRONS["health-check"])
 
 
+def test_a_critical_run_under_serve_ends_failed_with_one_line(prefect_server, httpserver, tmp_path):
+    config = health_and_certs_config(tmp_path / "maint.toml", httpserver.url_for("/healthz"))
+    try:
+        with serving(prefect_server, config) as output:
+            with prefect_api(prefect_server) as client:
+                flow_run = client.create_flow_run_from_deployment(deployments_of(prefect_server)["cert-check"].id)
+
+            def finished():
+                with prefect_api(prefect_server) as client:
+                    state = client.read_flow_run(flow_run.id).state
+                return state if state.is_final() else None
+
+            state = wait_for(finished, timeout=120, what="the served cert-check run to finish")
+            wait_for(lambda: any("CriticalReport: " in line for line in output), timeout=30,
+                     what=lambda: "serve's output to name the reason:\n" + "".join(output))
+    finally:
+        forget_maint(prefect_server)
+    assert state.is_failed() and state.message.startswith("cert-check: CRITICAL (1 critical): "), state
+    printed = "".join(output)
+    for noise in ("TypeError", "Traceback", "Unexpected result", "'findings'", "exhaustive_checks"):
+        assert noise not in printed, f"{noise!r} in serve's output:\n{printed}"
+
+
 @contextlib.contextmanager
 def serving(server, config: Path):
     """`maint serve` as its own process, until it says it is serving; stopped with Ctrl-C after."""
@@ -260,6 +283,74 @@ def test_overlapping_runs_of_one_duty_never_run_at_once(prefect_server, work_poo
     assert final.is_completed(), output_a
     report = artifacts_by_key(prefect_server, run_a.id)["vacuum-report"].data
     assert "refused" not in report and "holds the lock" not in report
+
+
+def engine_processes_of(flow_run_id) -> list[int]:
+    """The pids of `python -m prefect.engine` processes running this flow run (the worker's child)."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and f"PREFECT__FLOW_RUN_ID={flow_run_id}".encode() in (proc / "environ").read_bytes():
+                pids.append(int(proc.name))
+        except OSError:
+            continue
+    return pids
+
+
+def test_a_killed_run_is_marked_crashed_and_pages_from_the_server(prefect_server, work_pool, httpserver, pg,
+                                                                  db_password, tmp_path):
+    """The run's process is SIGKILLed while it waits on its lock: no hook of its own can page. The
+    worker marks it Crashed; the server's "run stuck or crashed" automation pages on-call."""
+    from werkzeug import Response
+
+    from maint.locks import lock_key
+    from maint.paging import RUN_FAILED_CHECK, dedup_key
+    from maint.tasks.environment import load_config
+    from maint.tasks.postgres.lock import AdvisoryLock
+
+    events: list[dict] = []
+    httpserver.expect_request("/pagerduty", method="POST").respond_with_handler(
+        lambda request: (events.append(request.get_json()), Response("{}", 202))[1])
+    config = vacuum_config(tmp_path / "maint.toml", pg, extra=f"""
+[locks]
+wait = "120s"
+
+[notify]
+pagerduty_routing_key_env = "MAINT_TEST_PD_KEY"
+pagerduty_events_url = "{httpserver.url_for('/pagerduty')}"
+""")
+    env = {"MAINT_CONFIG": str(config), DB_PASSWORD_ENV: db_password, "MAINT_TEST_PD_KEY": ROUTING_KEY}
+    deploy(prefect_server, config, work_pool, env=env)
+    held_here = AdvisoryLock(load_config(config, check_env=False).database("shop"), lock_key("vacuum", "shop"),
+                             "maint vacuum run cli test")
+    assert held_here.acquire(timedelta(0))
+    try:
+        with prefect_api(prefect_server) as client:
+            flow_run = client.create_flow_run_from_deployment(deployments_of(prefect_server)["vacuum"].id)
+        worker = subprocess.Popen([sys.executable, "-m", "prefect", "worker", "start", "--pool", work_pool,
+                                   "--run-once"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                  env=prefect_server.client_env({**os.environ, **env}))
+        [engine] = wait_for(lambda: engine_processes_of(flow_run.id), timeout=120, what="the flow run's process")
+        with prefect_api(prefect_server) as client:
+            wait_for(lambda: client.read_flow_run(flow_run.id).state.is_running(), timeout=120, what="Running")
+        os.kill(engine, signal.SIGKILL)
+        output = worker.communicate(timeout=120)[0]
+    finally:
+        held_here.release()
+    with prefect_api(prefect_server) as client:
+        assert client.read_flow_run(flow_run.id).state.is_crashed(), output
+    # The worker also runs the flow's on_crashed hook, which pages the same incident (one dedup key):
+    # the server's page is the one that needs neither the run's process nor the worker.
+    key = dedup_key("vacuum", RUN_FAILED_CHECK, "vacuum")
+
+    def from_the_server():
+        return [e for e in events if e["dedup_key"] == key and e["event_action"] == "trigger"
+                and e["payload"]["source"] == "maint (Prefect automation)"]
+
+    [page] = wait_for(from_the_server, timeout=60, what=lambda: f"the crash page; events: {events}")[:1]
+    assert "a run crashed, or is still Running after 6h" in page["payload"]["summary"]
+    assert flow_run.name in page["payload"]["summary"], "the automation names the run"
+    assert page["routing_key"] == ROUTING_KEY
 
 
 def test_dead_mans_switch_pages_a_silent_duty_and_not_a_running_one(prefect_server, work_pool, httpserver, pg,
