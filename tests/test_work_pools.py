@@ -426,3 +426,32 @@ windows = {{ health-check = "20s", vacuum = "20s" }}
     wait_for(lambda: pages(switch_dedup_key("vacuum"), "resolve"), timeout=60,
              what=lambda: f"the vacuum page to be resolved; events: {events}")
     print(f"dead man's switch fired {fired_after:.1f} s after deploy (window 20 s); {health_runs} health-check runs")
+
+
+def test_deploy_to_a_kubernetes_pool_sets_the_image_and_refuses_what_cannot_work(prefect_server, work_pool,
+                                                                                httpserver, tmp_path):
+    from prefect.client.schemas.actions import WorkPoolCreate
+
+    config = health_and_certs_config(tmp_path / "maint.toml", httpserver.url_for("/healthz"))
+    image = "registry.example.com/acme/maint:0.1.0"
+    with prefect_api(prefect_server) as client:
+        client.create_work_pool(WorkPoolCreate(name="maint-k8s", type="kubernetes"))
+
+    # Refused, naming the option, and nothing registered: no such pool; an image for a process pool.
+    missing = maint_process(prefect_server, "--config", str(config), "deploy", "--pool", "no-such-pool")
+    assert missing.returncode == 3 and "--pool: no work pool named 'no-such-pool'" in missing.stderr
+    imaged = maint_process(prefect_server, "--config", str(config), "deploy", "--pool", work_pool, "--image", image)
+    assert imaged.returncode == 3 and "--image:" in imaged.stderr and "process" in imaged.stderr
+    broken = tmp_path / "broken.toml"
+    broken.write_text(config.read_text().replace('port = 9', 'port = "nine"'))
+    invalid = maint_process(prefect_server, "--config", str(broken), "deploy", "--pool", work_pool)
+    assert invalid.returncode == 3 and "certificates[0].port" in invalid.stderr
+    assert deployments_of(prefect_server) == {}
+
+    deployed = maint_process(prefect_server, "--config", str(config), "deploy", "--pool", "maint-k8s",
+                             "--image", image, "--worker-config", "/etc/maint/maint.toml")
+    assert deployed.returncode == 0, deployed.stderr
+    for deployment in deployments_of(prefect_server).values():
+        assert deployment.work_pool_name == "maint-k8s"
+        assert deployment.job_variables == {"image": image, "env": {"MAINT_CONFIG": "/etc/maint/maint.toml"}}
+        assert "MAINT_CONFIG=/etc/maint/maint.toml" in deployment.description
