@@ -72,6 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="start a throwaway PostgreSQL and run the duties against it")
     demo.add_argument("--workdir", metavar="DIR", default="maint-demo",
                       help="where the demo writes its configuration and backups (default: ./maint-demo)")
+    demo.add_argument("--ui", action="store_true",
+                      help="run against a real local Prefect server, then serve the deployments and keep its UI "
+                           "up until Ctrl-C")
     return parser
 
 
@@ -90,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
             from maint.demo import run_demo
 
             _prefect_defaults()
-            return run_demo(args.workdir, run_command=main)
+            return run_demo(args.workdir, run_command=main, ui=args.ui)
     except ConfigError as exc:
         print(f"maint: {exc}", file=sys.stderr)
         return EXIT_UNKNOWN

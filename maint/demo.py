@@ -2,15 +2,23 @@
 through Prefect against them, and the server stopped again. Needs only Python and the
 PostgreSQL server binaries (initdb, pg_ctl) on PATH. The server is
 `maint.tasks.postgres.server.ThrowawayPostgres`, the one the tests and benchmarks start too.
+
+`maint demo --ui` runs the same steps against a real Prefect server it starts
+(`maint.tasks.prefect_server.LocalPrefectServer`, its home in the workdir), then serves the
+deployments with `maint serve` and leaves the UI up until Ctrl-C; everything it started is
+stopped on the way out.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
+import threading
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 from maint.tasks.postgres.server import ThrowawayPostgres
 
@@ -129,6 +137,9 @@ ca_file = "{ca_file}"
 warning_days = 28
 critical_days = 14
 
+[dead_mans_switch]                  # no Slack or PagerDuty here: the switch would have no one to tell
+enabled = false
+
 [schedules]
 backup = "0 1 * * *"
 backup-verification = "0 6 * * *"
@@ -225,18 +236,94 @@ def corrupt_a_copy(store_dir: Path, corrupted_dir: Path) -> Path:
     return copy
 
 
-def run_demo(workdir: str, run_command: Callable[[list[str]], int]) -> int:
+@contextlib.contextmanager
+def prefect_server_for_ui(home: Path) -> Iterator[object]:
+    """For `--ui`: a real Prefect server, and this process (and the flow runs it starts) pointed at
+    it. Nothing has imported Prefect yet (the CLI imports it only to run a duty), so setting
+    the environment is enough: `maint run` then uses this server instead of a temporary one."""
+    from maint.tasks.prefect_server import LocalPrefectServer
+
+    shutil.rmtree(home, ignore_errors=True)  # a fresh server: no runs or deployments of an earlier demo
+    server = LocalPrefectServer(home)
+    print(f"== starting a Prefect server on {server.api_url} (its home: {home})", flush=True)
+    try:
+        server.start()
+        os.environ.update(PREFECT_API_URL=server.api_url, PREFECT_UI_URL=server.ui_url)
+        yield server
+    finally:  # also when start() itself was interrupted: its process group may be up already
+        print("\n== stopping the Prefect server", flush=True)
+        server.stop()
+
+
+class _Interrupts:
+    """Ctrl-C (or SIGTERM) and the demo. The CLI's main turns a Ctrl-C into exit 3 and returns, so
+    the demo would go on to its next step: `step` notes it and stops the demo instead. SIGTERM is
+    taken as a Ctrl-C, so a `kill` also stops the servers. While the demo stops what it started,
+    both are ignored, so that a second one cannot leave a server behind."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self):
+        self.pressed = False
+        self._in_main_thread = threading.current_thread() is threading.main_thread()  # signals live there
+        self._original: dict = {}
+
+    def __enter__(self) -> "_Interrupts":
+        if self._in_main_thread:
+            self._original = {signum: signal.getsignal(signum) for signum in self.SIGNALS}
+            if self._original[signal.SIGTERM] == signal.SIG_DFL:
+                signal.signal(signal.SIGTERM, self._as_ctrl_c)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for signum, handler in self._original.items():
+            signal.signal(signum, handler)
+
+    def _as_ctrl_c(self, signum, frame):
+        self.pressed = True
+        signal.default_int_handler(signum, frame)  # raises KeyboardInterrupt
+
+    def step(self, run: Callable[[], int]) -> int:
+        if self._in_main_thread and self._original[signal.SIGINT] == signal.default_int_handler:
+            signal.signal(signal.SIGINT, self._as_ctrl_c)  # not when started with Ctrl-C ignored (`&`)
+        try:
+            code = run()
+        finally:
+            if self._in_main_thread:
+                signal.signal(signal.SIGINT, self._original[signal.SIGINT])
+        if self.pressed:
+            raise KeyboardInterrupt
+        return code
+
+    @contextlib.contextmanager
+    def ignored_on_the_way_out(self) -> Iterator[None]:
+        try:
+            yield
+        finally:
+            if self._in_main_thread:
+                for signum in self.SIGNALS:
+                    signal.signal(signum, signal.SIG_IGN)
+
+
+def run_demo(workdir: str, run_command: Callable[[list[str]], int], *, ui: bool = False) -> int:
     """Each step is a `maint` command line, run by `run_command` (the CLI's own main), so the
-    demo shows exactly what an operator would type and see."""
+    demo shows exactly what an operator would type and see. With `ui`, the runs go to a real
+    Prefect server, and `maint serve` then serves the deployments until Ctrl-C."""
     started = time.monotonic()
     work = Path(workdir).resolve()
     store_dir, corrupted_dir = work / "backups", work / "corrupted-copy"
+    prefect_home = work / "prefect"
     store_dir.mkdir(parents=True, exist_ok=True)
     corrupted_dir.mkdir(parents=True, exist_ok=True)
     config_file = work / "maint.toml"
-    print(f"== maint demo: starting a throwaway PostgreSQL ({shutil.which('postgres') or 'postgres'})", flush=True)
-    ca_file, chain, key = demo_certificates(work / "tls")
-    with ThrowawayPostgres(tls=(chain, key)) as server:
+    with contextlib.ExitStack() as started_here:  # stopped in reverse: PostgreSQL, then Prefect's server
+        interrupts = started_here.enter_context(_Interrupts())
+        prefect = started_here.enter_context(prefect_server_for_ui(prefect_home)) if ui else None
+        print(f"== maint demo: starting a throwaway PostgreSQL ({shutil.which('postgres') or 'postgres'})",
+              flush=True)
+        ca_file, chain, key = demo_certificates(work / "tls")
+        server = started_here.enter_context(ThrowawayPostgres(tls=(chain, key)))
+        started_here.enter_context(interrupts.ignored_on_the_way_out())
         server.create_database("shop")
         load_sample_schema(server, "shop")
         os.environ[DEMO_PASSWORD_ENV] = server.password
@@ -248,7 +335,7 @@ def run_demo(workdir: str, run_command: Callable[[list[str]], int]) -> int:
 
         def step(title: str, *argv: str) -> int:
             print(f"\n== {title}", flush=True)
-            return run_command(["--config", str(config_file), *argv])
+            return interrupts.step(lambda: run_command(["--config", str(config_file), *argv]))
 
         expected_and_got = []
         for attempt in (1, 2):
@@ -262,7 +349,8 @@ def run_demo(workdir: str, run_command: Callable[[list[str]], int]) -> int:
                                          "--store", "demo-corrupted-copy")))
         expected_and_got.append((1, step("maint run health-check (expected: WARNING, the sample data has orders "
                                          "without a delivery date)", "run", "health-check")))
-        endpoint.shutdown()
+        if prefect is None:  # else it stays up for health-check runs started from the UI
+            endpoint.shutdown()
         expected_and_got.append((0, step("maint run vacuum --dry-run", "run", "vacuum", "--dry-run")))
         expected_and_got.append((0, step("maint run vacuum", "run", "vacuum")))
         expected_and_got.append((0, step("maint run restore-test", "run", "restore-test")))
@@ -273,10 +361,20 @@ def run_demo(workdir: str, run_command: Callable[[list[str]], int]) -> int:
         expected_and_got.append((0, step("maint run dr-drill (prints the drill record)", "run", "dr-drill")))
         print(f"\n== files in {work}:")
         for path in sorted(work.rglob("*")):
-            if path.is_file() and not path.name.startswith("."):
+            if path.is_file() and not path.name.startswith(".") and prefect_home not in path.parents:
                 print(f"   {path.stat().st_size:>10}  {path}")
+        if prefect is not None:
+            elapsed = time.monotonic() - started  # the duties' time, not how long the UI stayed up
+            print(f"\n== the duties ran in {elapsed:.1f}s; now `maint serve` serves their deployments on the "
+                  "demo's [schedules]", flush=True)
+            print(f"\n   Prefect UI: {prefect.ui_url}  (Ctrl-C to stop)"
+                  f"\n   for the prefect CLI in another shell: export PREFECT_API_URL={prefect.api_url}\n", flush=True)
+            # Ctrl-C (or SIGTERM) stops `prefect.serve`'s runner and it returns: `maint serve` exits 0.
+            expected_and_got.append((0, run_command(["--config", str(config_file), "serve"])))
+            endpoint.shutdown()
         print("\n== stopping PostgreSQL", flush=True)
-    elapsed = time.monotonic() - started
+    if prefect is None:
+        elapsed = time.monotonic() - started
     surprises = [(e, g) for e, g in expected_and_got if e != g]
     print(f"\n== demo finished in {elapsed:.1f}s: " + (
         "every duty behaved as expected (the corrupted copy was caught)" if not surprises
