@@ -186,14 +186,13 @@ def sync_schedules(client, deployment_id: UUID, schedules: list, plan: Deploymen
         client.create_deployment_schedules(deployment_id, [_schedule_create(plan)])
         changes.append(f"schedule {plan.cron!r} ({plan.timezone}) added")
     for schedule in ours:
+        # Paused (for maintenance, say) it stays paused: a redeploy changes what the file says.
         current = schedule.schedule
-        if (getattr(current, "cron", None), getattr(current, "timezone", None), schedule.active) != \
-                (plan.cron, plan.timezone, True):
-            from prefect.client.schemas.actions import DeploymentScheduleUpdate
-
-            client.update_deployment_schedule(deployment_id, schedule.id,
-                                              DeploymentScheduleUpdate(schedule=_cron_schedule(plan), active=True))
+        if (getattr(current, "cron", None), getattr(current, "timezone", None)) != (plan.cron, plan.timezone):
+            client.update_deployment_schedule(deployment_id, schedule.id, schedule=_cron_schedule(plan))
             changes.append(f"schedule now {plan.cron!r} ({plan.timezone})")
+        if not schedule.active:
+            changes.append("schedule paused (left so)")
     return changes
 
 

@@ -143,7 +143,9 @@ def _comparable(automation) -> Any:
         if isinstance(value, list):
             return sorted((strip(v) for v in value), key=json.dumps)
         return value
-    fields = {"name", "description", "enabled", "trigger", "actions", "actions_on_trigger", "actions_on_resolve"}
+    # Not `enabled`: an automation paused for maintenance stays paused through a redeploy (an update
+    # does not send it either), until someone resumes it.
+    fields = {"name", "description", "trigger", "actions", "actions_on_trigger", "actions_on_resolve"}
     return strip(json.loads(automation.model_dump_json(include=fields)))
 
 
@@ -163,11 +165,11 @@ def apply_automations(client, plans_with_ids: list[tuple[DeploymentPlan, UUID]],
         if have is None:
             client.create_automation(automation)
             done.append((name, "created"))
-        elif _comparable(have) != _comparable(automation):
-            client.update_automation(have.id, automation)
-            done.append((name, "updated"))
         else:
-            done.append((name, "unchanged"))
+            changed = _comparable(have) != _comparable(automation)
+            if changed:
+                client.update_automation(have.id, automation)
+            done.append((name, ("updated" if changed else "unchanged") + ("" if have.enabled else " (paused)")))
     deployed = {plan.duty.name for plan, _ in plans_with_ids}
     for name, have in existing.items():
         duty = name[len(AUTOMATION_PREFIX):].split(":", 1)[0]

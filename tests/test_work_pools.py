@@ -455,3 +455,40 @@ def test_deploy_to_a_kubernetes_pool_sets_the_image_and_refuses_what_cannot_work
         assert deployment.work_pool_name == "maint-k8s"
         assert deployment.job_variables == {"image": image, "env": {"MAINT_CONFIG": "/etc/maint/maint.toml"}}
         assert "MAINT_CONFIG=/etc/maint/maint.toml" in deployment.description
+
+
+def test_what_is_paused_for_maintenance_stays_paused_through_a_redeploy(prefect_server, work_pool,
+                                                                              httpserver, tmp_path):
+    notify = f"""
+[notify]
+pagerduty_routing_key_env = "MAINT_TEST_PD_KEY"
+pagerduty_events_url = "{httpserver.url_for('/pagerduty')}"
+"""
+    config = health_and_certs_config(tmp_path / "maint.toml", httpserver.url_for("/healthz"), extra=notify)
+    env = {"MAINT_TEST_PD_KEY": ROUTING_KEY}
+    deploy(prefect_server, config, work_pool, env=env)
+    name = "maint cert-check: no completed run"
+    certs = deployments_of(prefect_server)["cert-check"]
+    with prefect_api(prefect_server) as client:
+        [automation] = client.read_automations_by_name(name)
+        client.pause_automation(automation.id)
+        client.update_deployment_schedule(certs.id, certs.schedules[0].id, active=False)
+
+    again = deploy(prefect_server, config, work_pool, env=env)
+
+    assert f"automation {name!r}: unchanged (paused)" in again.stdout, again.stdout
+    assert "automation 'maint health-check: no completed run': unchanged\n" in again.stdout
+    assert "cert-check on " in again.stdout and "schedule paused (left so)" in again.stdout
+    with prefect_api(prefect_server) as client:
+        [automation] = client.read_automations_by_name(name)
+    assert not automation.enabled
+    assert not deployments_of(prefect_server)["cert-check"].schedules[0].active
+    assert deployments_of(prefect_server)["health-check"].schedules[0].active
+
+    # A new cron for the paused schedule: the same schedule, the new cron, still paused.
+    moved = health_and_certs_config(tmp_path / "moved.toml", httpserver.url_for("/healthz"), extra=notify,
+                                    crons={**CRONS, "cert-check": "30 9 * * 2"})
+    result = deploy(prefect_server, moved, work_pool, env=env)
+    assert "schedule now '30 9 * * 2' (Asia/Taipei)" in result.stdout, result.stdout
+    [schedule] = deployments_of(prefect_server)["cert-check"].schedules
+    assert (schedule.id, schedule.schedule.cron, schedule.active) == (certs.schedules[0].id, "30 9 * * 2", False)
