@@ -297,10 +297,13 @@ def engine_processes_of(flow_run_id) -> list[int]:
     return pids
 
 
-def test_a_killed_run_is_marked_crashed_and_pages_from_the_server(prefect_server, work_pool, httpserver, pg,
-                                                                  db_password, tmp_path):
-    """The run's process is SIGKILLed while it waits on its lock: no hook of its own can page. The
-    worker marks it Crashed; the server's "run stuck or crashed" automation pages on-call."""
+@pytest.mark.parametrize("fate", ["killed", "stuck"])
+def test_a_crashed_or_stuck_run_pages_from_the_server(fate, prefect_server, work_pool, httpserver, pg, db_password,
+                                                      tmp_path):
+    """A vacuum run waits on its lock (held here). Killed: its process is SIGKILLed, so no hook of
+    its own can page; the worker marks it Crashed. Stuck: it is still Running after stuck_after
+    (12 s here). Either way the server's "run stuck or crashed" automation pages on-call, and the
+    stuck one's page is resolved when it completes."""
     from werkzeug import Response
 
     from maint.locks import lock_key
@@ -318,9 +321,20 @@ wait = "120s"
 [notify]
 pagerduty_routing_key_env = "MAINT_TEST_PD_KEY"
 pagerduty_events_url = "{httpserver.url_for('/pagerduty')}"
+
+[dead_mans_switch]
+stuck_after = "{'6h' if fate == 'killed' else '12s'}"
 """)
     env = {"MAINT_CONFIG": str(config), DB_PASSWORD_ENV: db_password, "MAINT_TEST_PD_KEY": ROUTING_KEY}
     deploy(prefect_server, config, work_pool, env=env)
+    key = dedup_key("vacuum", RUN_FAILED_CHECK, "vacuum")
+
+    def from_the_server(action: str):
+        # The worker also runs a killed flow's on_crashed hook, which pages the same incident (one
+        # dedup key): the server's page is the one that needs neither the run's process nor the worker.
+        return [e for e in events if e["dedup_key"] == key and e["event_action"] == action
+                and (action == "resolve" or e["payload"]["source"] == "maint (Prefect automation)")]
+
     held_here = AdvisoryLock(load_config(config, check_env=False).database("shop"), lock_key("vacuum", "shop"),
                              "maint vacuum run cli test")
     assert held_here.acquire(timedelta(0))
@@ -333,24 +347,25 @@ pagerduty_events_url = "{httpserver.url_for('/pagerduty')}"
         [engine] = wait_for(lambda: engine_processes_of(flow_run.id), timeout=120, what="the flow run's process")
         with prefect_api(prefect_server) as client:
             wait_for(lambda: client.read_flow_run(flow_run.id).state.is_running(), timeout=120, what="Running")
-        os.kill(engine, signal.SIGKILL)
-        output = worker.communicate(timeout=120)[0]
+        if fate == "killed":
+            os.kill(engine, signal.SIGKILL)
+        else:
+            wait_for(lambda: from_the_server("trigger"), timeout=60, what=lambda: f"the stuck page; events: {events}")
     finally:
         held_here.release()
+    output = worker.communicate(timeout=120)[0]
     with prefect_api(prefect_server) as client:
-        assert client.read_flow_run(flow_run.id).state.is_crashed(), output
-    # The worker also runs the flow's on_crashed hook, which pages the same incident (one dedup key):
-    # the server's page is the one that needs neither the run's process nor the worker.
-    key = dedup_key("vacuum", RUN_FAILED_CHECK, "vacuum")
-
-    def from_the_server():
-        return [e for e in events if e["dedup_key"] == key and e["event_action"] == "trigger"
-                and e["payload"]["source"] == "maint (Prefect automation)"]
-
-    [page] = wait_for(from_the_server, timeout=60, what=lambda: f"the crash page; events: {events}")[:1]
-    assert "a run crashed, or is still Running after 6h" in page["payload"]["summary"]
+        final = client.read_flow_run(flow_run.id).state
+    [page] = wait_for(lambda: from_the_server("trigger"), timeout=60, what=lambda: f"the page; events: {events}")[:1]
     assert flow_run.name in page["payload"]["summary"], "the automation names the run"
     assert page["routing_key"] == ROUTING_KEY
+    if fate == "killed":
+        assert final.is_crashed(), output
+        assert "a run crashed, or is still Running after 6h" in page["payload"]["summary"]
+    else:
+        assert final.is_completed(), output
+        assert "a run crashed, or is still Running after 12s" in page["payload"]["summary"]
+        wait_for(lambda: from_the_server("resolve"), timeout=60, what=lambda: f"the resolve; events: {events}")
 
 
 def test_dead_mans_switch_pages_a_silent_duty_and_not_a_running_one(prefect_server, work_pool, httpserver, pg,
