@@ -81,7 +81,7 @@ def plan_deployments(config: MaintConfig, *, worker_config: str | None = None,
     for duty in DUTIES.values():
         if missing_section_problem(duty, config):
             continue  # not configured here: nothing to deploy
-        variables = {**(job_variables or {})}
+        variables = {**(job_variables or {}), **config.deploy.job_variables.get(duty.name, {})}
         if worker_config:
             variables["env"] = {**variables.get("env", {}), "MAINT_CONFIG": worker_config}
         plans.append(DeploymentPlan(

@@ -252,6 +252,14 @@ class DeadMansSwitchConfig(_Section):
     windows: dict[str, Duration] = {}  # per duty: the whole window instead of period plus grace
 
 
+class DeployConfig(_Section):
+    """What `maint deploy` adds to a duty's deployment: job variables of the work pool's base job
+    template, per duty (a kubernetes pool's `cpu_request`, `memory_limit`, ...; a process pool's
+    `working_dir`). They override the pool's defaults for that duty only."""
+
+    job_variables: dict[str, dict[str, Any]] = {}
+
+
 class MaintConfig(_Section):
     timezone: Annotated[str, AfterValidator(_timezone)] = "UTC"
     notify: NotifyConfig = NotifyConfig()
@@ -267,6 +275,7 @@ class MaintConfig(_Section):
     schedules: dict[str, Cron] = {}
     locks: LocksConfig = LocksConfig()
     dead_mans_switch: DeadMansSwitchConfig = DeadMansSwitchConfig()
+    deploy: DeployConfig = DeployConfig()
 
     def database(self, name: str) -> DatabaseConfig:
         return next(d for d in self.databases if d.name == name)
@@ -400,11 +409,12 @@ def _reference_problems(raw: dict) -> list[str]:
         for duty in schedules:
             if duty not in DUTIES:
                 problems.append(f"schedules.{duty}: unknown duty (known: {', '.join(DUTIES)})")
-    windows = (raw.get("dead_mans_switch") or {}).get("windows")
-    if isinstance(windows, dict):
-        for duty in windows:
-            if duty not in DUTIES:
-                problems.append(f"dead_mans_switch.windows.{duty}: unknown duty (known: {', '.join(DUTIES)})")
+    for section, key in (("dead_mans_switch", "windows"), ("deploy", "job_variables")):
+        per_duty = (raw.get(section) or {}).get(key) if isinstance(raw.get(section), dict) else None
+        if isinstance(per_duty, dict):
+            for duty in per_duty:
+                if duty not in DUTIES:
+                    problems.append(f"{section}.{key}.{duty}: unknown duty (known: {', '.join(DUTIES)})")
     return problems
 
 

@@ -447,10 +447,14 @@ def test_deploy_to_a_kubernetes_pool_sets_the_image_and_refuses_what_cannot_work
                                                                                 httpserver, tmp_path):
     from prefect.client.schemas.actions import WorkPoolCreate
 
-    config = health_and_certs_config(tmp_path / "maint.toml", httpserver.url_for("/healthz"))
+    config = health_and_certs_config(tmp_path / "maint.toml", httpserver.url_for("/healthz"), extra="""
+[deploy.job_variables.cert-check]
+memory_limit = "1Gi"
+""")
     image = "registry.example.com/acme/maint:0.1.0"
+    template = json.loads((Path(__file__).parent.parent / "deploy/kubernetes/base-job-template.json").read_text())
     with prefect_api(prefect_server) as client:
-        client.create_work_pool(WorkPoolCreate(name="maint-k8s", type="kubernetes"))
+        client.create_work_pool(WorkPoolCreate(name="maint-k8s", type="kubernetes", base_job_template=template))
 
     # Refused, naming the option, and nothing registered: no such pool; an image for a process pool.
     missing = maint_process(prefect_server, "--config", str(config), "deploy", "--pool", "no-such-pool")
@@ -466,10 +470,13 @@ def test_deploy_to_a_kubernetes_pool_sets_the_image_and_refuses_what_cannot_work
     deployed = maint_process(prefect_server, "--config", str(config), "deploy", "--pool", "maint-k8s",
                              "--image", image, "--worker-config", "/etc/maint/maint.toml")
     assert deployed.returncode == 0, deployed.stderr
-    for deployment in deployments_of(prefect_server).values():
+    deployments = deployments_of(prefect_server)
+    for deployment in deployments.values():
         assert deployment.work_pool_name == "maint-k8s"
-        assert deployment.job_variables == {"image": image, "env": {"MAINT_CONFIG": "/etc/maint/maint.toml"}}
         assert "MAINT_CONFIG=/etc/maint/maint.toml" in deployment.description
+    common = {"image": image, "env": {"MAINT_CONFIG": "/etc/maint/maint.toml"}}
+    assert deployments["health-check"].job_variables == common
+    assert deployments["cert-check"].job_variables == {**common, "memory_limit": "1Gi"}, "the duty's own overrides"
 
 
 def test_what_is_paused_for_maintenance_stays_paused_through_a_redeploy(prefect_server, work_pool,
