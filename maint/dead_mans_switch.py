@@ -4,7 +4,7 @@ automations that watch these windows are built in `maint.deployments.automations
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from cronsim import CronSim
@@ -20,10 +20,11 @@ def schedule_period(cron: str, timezone: str, now: datetime) -> timedelta:
     """The longest gap between two consecutive firings from `now` on, in the schedule's zone (so
     a monthly cron's period is 31 days, and a daylight-saving night is counted as it falls)."""
     firings = CronSim(cron, now.astimezone(ZoneInfo(timezone)))
-    previous = next(firings)
+    # In UTC: two times of one zone subtract as wall clocks, which a daylight-saving night fools.
+    previous = next(firings).astimezone(UTC)
     longest = timedelta(0)
     for _ in range(_FIRINGS_LOOKED_AT):
-        following = next(firings)
+        following = next(firings).astimezone(UTC)
         longest = max(longest, following - previous)
         previous = following
     return longest

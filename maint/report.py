@@ -114,9 +114,9 @@ class Report:
 
     def failure_reason(self, shown: int = 2, width: int = 300) -> str:
         """One line naming the duty and its worst findings: a Failed run's state message."""
-        worst = [f for f in self.findings if f.severity is self.status][:shown]
-        named = "; ".join(f"{f.subject}: {f.check}: {' '.join(f.message.split())}" for f in worst)
-        more = len([f for f in self.findings if f.severity is self.status]) - len(worst)
+        worst = [f for f in self.findings if f.severity is self.status]
+        named = "; ".join(f"{f.subject}: {f.check}: {' '.join(f.message.split())}" for f in worst[:shown])
+        more = len(worst) - shown
         line = f"{self.summary_line()}: {named}" + (f"; and {more} more" if more > 0 else "")
         return line if len(line) <= width else line[:width - 1] + "…"
 
