@@ -24,6 +24,7 @@ from prefect.states import Failed
 from maint.config import MaintConfig
 from maint.duties import DUTIES, missing_section_problem
 from maint.errors import ConfigError, CriticalReport, MaintError, TransientError
+from maint.paging import PageScope
 from maint.redaction import redact
 from maint.report import Finding, Report, Severity
 from maint.tasks.environment import config_path, load_config
@@ -119,14 +120,15 @@ def publish_report(report: Report, url: str | None) -> None:
         findings.result()
 
 
-def notify_on_call(report: Report, config: MaintConfig, url: str | None) -> None:
+def notify_on_call(report: Report, config: MaintConfig, url: str | None, paging: PageScope = PageScope()) -> None:
     from maint.tasks.notify import notify_report
 
-    notify_report(report, config.notify, url)
+    notify_report(report, config.notify, url, paging)
 
 
-def finish_duty(report: Report, config: MaintConfig) -> Any:
-    """Close the report, publish it, tell on-call; the flow's return value."""
+def finish_duty(report: Report, config: MaintConfig, *, paging: PageScope = PageScope()) -> Any:
+    """Close the report, publish it, tell on-call; the flow's return value. `paging`: which list
+    of open pages the run keeps, and whether its findings page (maint.paging.PageScope)."""
     from prefect.runtime import flow_run
 
     report.finished_at = utcnow()
@@ -143,7 +145,7 @@ def finish_duty(report: Report, config: MaintConfig) -> Any:
     # delivered must fail the run), and a task run costs 10-30 ms of API round trips, which is
     # most of a cert-check's own time.
     publish_report(report, url)
-    notify_on_call(report, config, url)  # raises if undeliverable: the run must not look fine
+    notify_on_call(report, config, url, paging)  # raises if undeliverable: the run must not look fine
     log.info(report.summary_line())
     data = report.to_dict()
     if report.status is Severity.CRITICAL:
@@ -162,10 +164,11 @@ def report_of(result: Any) -> dict | None:
     return None
 
 
-def page_run_failure(flow, flow_run, state) -> None:
+def page_run_failure(flow, flow_run, state, *, open_pages_scope: str | None = None) -> None:
     """on_failure/on_crashed hook: a run that could not produce its report pages on its own.
 
-    A run that failed because its report was critical has already paged per finding."""
+    A run that failed because its report was critical has already paged per finding. A run limited
+    to one target keeps the page in that target's list (`open_pages_scope`, see PageScope)."""
     if Report.is_critical_reason(flow.name, state.message):
         return
     from maint.tasks.notify import notify_run_failure
@@ -181,7 +184,8 @@ def page_run_failure(flow, flow_run, state) -> None:
 
     url = f"{PREFECT_UI_URL.value()}/flow-runs/flow-run/{flow_run.id}" if PREFECT_UI_URL.value() else None
     reason = redact(state.message or state.type.value)
-    notify_run_failure(duty, config.notify, f"flow run {flow_run.name} {state.type.value.lower()}: {reason}", url)
+    notify_run_failure(duty, config.notify, f"flow run {flow_run.name} {state.type.value.lower()}: {reason}", url,
+                       open_pages_scope)
 
 
 def run_now(flow, **parameters):

@@ -8,24 +8,51 @@ Runbook, for every [[backup_stores]] entry at once:
   3. read the newest backup once, start to end: checksums (manifest sha256/crc32c, GCS
      crc32c/md5 pinned to the object's generation) and a full read of the archive
      (pg_restore for custom format, gzip plus pg_dump's closing line for .sql.gz) in the same pass.
+
+Fan-out, for large fleets (`fan_out`, in a run of the deployment): instead of the steps above, one
+child run of this deployment per store, all started at once (each in its own process or pod on
+the work pool), then one `child-run` finding per store with that child's outcome. Each child pages
+its own findings, as a run of one store always did, and keeps its open pages in its store's list
+(no two children ever save the same Variable); the parent pages none of them again.
 """
 
 from __future__ import annotations
 
+import json
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+from uuid import UUID
+
 from prefect import flow
 
 from maint.backups import BackupEntry, newest_first
-from maint.config import BackupStoreConfig
+from maint.config import BackupStoreConfig, MaintConfig
+from maint.durations import format_duration
 from maint.errors import ConfigError, MaintError, StorageError
 from maint.flows._duty import finish_duty, load_duty_config, page_run_failure, start_report, utcnow
 from maint.flows.steps import list_backups, read_backup_in_one_pass
-from maint.report import Finding, Severity
+from maint.paging import PageScope
+from maint.report import Finding, Report, Severity
 from maint.tasks.state import record_verified
 from maint.verification import assess_freshness, assess_integrity, assess_presence, assess_size
 
+DUTY = "backup-verification"
+CHILD_RUN_CHECK = "child-run"
+# The parent waits for its children until 90% of [dead_mans_switch].stuck_after has passed since it
+# started: by then a child still running is stuck by the same measure (and pages as such), and the
+# parent still reports before it would itself be paged as stuck.
+CHILD_WAIT_SHARE = 0.9
 
-@flow(name="backup-verification", on_failure=[page_run_failure], on_crashed=[page_run_failure])
-def backup_verification(config_path: str | None = None, store: str | None = None) -> dict:
+
+def page_this_run_failure(flow, flow_run, state) -> None:
+    """page_run_failure, keeping the page in the store's list when the run was limited to one."""
+    page_run_failure(flow, flow_run, state, open_pages_scope=flow_run.parameters.get("store") or None)
+
+
+@flow(name=DUTY, on_failure=[page_this_run_failure], on_crashed=[page_this_run_failure])
+def backup_verification(config_path: str | None = None, store: str | None = None, fan_out: bool = False) -> dict:
     """Daily: every store's newest backup exists, is fresh for its RPO, has a sane size and
     reads back intact. `store` limits the run to one [[backup_stores]] entry by name.
 
@@ -33,13 +60,22 @@ def backup_verification(config_path: str | None = None, store: str | None = None
         config_path: The maint configuration file; empty means $MAINT_CONFIG on the machine
             that runs the flow, else ./maint.toml there.
         store: Verify only this [[backup_stores]] entry (by name); empty means every store.
+        fan_out: Verify each store in a child run of this deployment of its own, all at once, and
+            report each child's outcome; each child pages its own findings. Outside a deployment
+            (maint run) the stores are verified in this run, as without it.
     """
-    config = load_duty_config(config_path, "backup-verification")
-    report = start_report("backup-verification")
+    config = load_duty_config(config_path, DUTY)
+    report = start_report(DUTY)
     known = {s.name: s for s in config.backup_stores}
     if store and store not in known:
         raise ConfigError([f"store: no [[backup_stores]] entry named {store!r} (known: {', '.join(known)})"])
     stores = [known[store]] if store else list(config.backup_stores)
+    if fan_out and len(stores) > 1:
+        deployment = this_deployment()
+        if deployment:
+            return verify_each_store_in_a_child_run(report, config, config_path, stores, deployment)
+        report.details["fan_out"] = (f"not fanned out: this run belongs to no deployment, so its {len(stores)} "
+                                     "stores were verified in this run")
     now = utcnow()
 
     listings = list_backups.map(stores)  # all stores at once
@@ -73,10 +109,163 @@ def backup_verification(config_path: str | None = None, store: str | None = None
             report.add(finding)
         if all(f.severity is not Severity.CRITICAL for f in findings):
             record_verified(store_config.name, newest.name)  # retention never deletes it
-    return finish_duty(report, config)
+    return finish_duty(report, config, paging=open_pages_of(store, config))
+
+
+def open_pages_of(store: str | None, config: MaintConfig) -> PageScope:
+    """A run of one store keeps its pages in that store's list; a run of every store in the duty's.
+    Each takes over the pages the other shape left for the same findings."""
+    if store:
+        return PageScope(scope=store, adopt_from=(None,))
+    return PageScope(scope=None, adopt_from=tuple(s.name for s in config.backup_stores))
 
 
 def _listing_hint(exc: MaintError, store: BackupStoreConfig) -> str:
     if isinstance(exc, StorageError) and store.url.startswith("gs://"):
         return f"check that the bucket in {store.url} exists and this host's service account may list it"
     return f"check that {store.url} exists (is the volume mounted?) and is readable"
+
+
+# --- fan-out: one child run per store ---------------------------------------------------------------
+
+def verify_each_store_in_a_child_run(report: Report, config: MaintConfig, config_path: str | None,
+                                     stores: list[BackupStoreConfig], deployment: str) -> Any:
+    """The parent of a fan-out: start every child, wait for them all, one finding per store. The
+    children paged their own findings, so this run triggers no page (its completion still
+    resolves a page of its own earlier failure)."""
+    wait_at_most = config.dead_mans_switch.stuck_after * CHILD_WAIT_SHARE
+    child_ids = start_child_runs(deployment, stores, config_path)
+    children = wait_for_child_runs(child_ids, report.started_at + wait_at_most)
+    waited = utcnow() - report.started_at
+    for store_config, child in zip(stores, children):
+        report.add(assess_child_run(store_config, child, waited))
+    report.details["child runs"] = [{"store": s.name, "flow run": c.name, "state": c.state_name}
+                                    for s, c in zip(stores, children)]
+    return finish_duty(report, config, paging=PageScope(pages=False))
+
+
+def this_deployment() -> str | None:
+    """`flow/deployment` when this run belongs to a deployment, else None (`maint run`)."""
+    from prefect.runtime import deployment, flow_run
+
+    return f"{flow_run.flow_name}/{deployment.name}" if deployment.id else None
+
+
+def start_child_runs(deployment: str, stores: list[BackupStoreConfig], config_path: str | None) -> list[UUID]:
+    """One flow run of the deployment per store, linked to this run as its subflows and all
+    created before any is waited on (a few milliseconds each), so the pool starts them together."""
+    from prefect.deployments import run_deployment
+    from prefect.runtime import flow_run
+
+    child_ids = []
+    for store in stores:
+        parameters: dict[str, Any] = {"store": store.name, "fan_out": False}
+        if config_path:
+            parameters["config_path"] = config_path
+        child = run_deployment(name=deployment, parameters=parameters, timeout=0, as_subflow=True,
+                               flow_run_name=f"{flow_run.name}-{store.name}")
+        child_ids.append(child.id)
+    return child_ids
+
+
+@dataclass(frozen=True)
+class ChildRun:
+    """What the parent saw of one child run: its state, and its findings if it published them."""
+
+    name: str
+    state_type: str  # Prefect's StateType value: COMPLETED, FAILED, CRASHED, CANCELLED, RUNNING, ...
+    state_name: str  # as the UI shows it: Completed, Late, Crashed, ...
+    message: str
+    findings: list[Finding] | None
+    url: str | None = None
+
+
+def wait_for_child_runs(child_ids: list[UUID], deadline: datetime) -> list[ChildRun]:
+    """The children once every one is final, or as they are at `deadline`. All of them are read
+    in one request, every tenth of the time waited so far (1 s to 30 s): a child that ends is
+    seen at most 10% later."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    started = utcnow()
+    with get_client(sync_client=True) as client:
+        while True:
+            runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=child_ids)),
+                                         limit=len(child_ids))
+            by_id = {run.id: run for run in runs}
+            now = utcnow()
+            if now >= deadline or all(run.state and run.state.is_final() for run in by_id.values()):
+                break
+            remaining = (deadline - now).total_seconds()
+            time.sleep(min(max((now - started).total_seconds() / 10, 1.0), 30.0, remaining))
+        findings = _published_findings(client, child_ids)
+    return [_child_run(child_id, by_id.get(child_id), findings.get(child_id)) for child_id in child_ids]
+
+
+def _published_findings(client, child_ids: list[UUID]) -> dict[UUID, list[Finding]]:
+    """Each child's findings, from its findings artifact: on the Prefect server, so read alike
+    whether the child ran beside this run or in another pod (its return value is not stored)."""
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey, FlowRunFilter, FlowRunFilterId
+
+    artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[f"{DUTY}-findings"])),
+                                      flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=child_ids)))
+    published = {}
+    for artifact in artifacts:
+        rows = json.loads(artifact.data) if isinstance(artifact.data, str) else artifact.data
+        published[artifact.flow_run_id] = [Finding.from_dict(row) for row in rows if row.get("check") != "-"]
+    return published
+
+
+def _child_run(child_id: UUID, run, findings: list[Finding] | None) -> ChildRun:
+    from prefect.settings import PREFECT_UI_URL
+
+    if run is None:  # deleted meanwhile, by hand
+        return ChildRun(str(child_id), "CANCELLED", "deleted", "the flow run no longer exists", None)
+    ui = PREFECT_UI_URL.value()
+    state = run.state
+    return ChildRun(name=run.name, state_type=state.type.value if state else "SCHEDULED",
+                    state_name=state.name if state else "Scheduled", message=(state.message or "") if state else "",
+                    findings=findings, url=f"{ui}/flow-runs/flow-run/{run.id}" if ui else None)
+
+
+def assess_child_run(store: BackupStoreConfig, child: ChildRun, waited: timedelta) -> Finding:
+    """One store's outcome in a fan-out: its child's report status (the child paged its own
+    findings), or critical when the child produced no report: failed, crashed, cancelled, or not
+    finished after `waited`. Pure: the child as the parent saw it, no I/O."""
+    run = f"child run {child.name}" + (f" ({child.url})" if child.url else "")
+    rerun = f"verify it again with a run for store {store.name!r} (maint run {DUTY} --store {store.name})"
+    if child.state_type == "COMPLETED" and child.findings:
+        status = Severity.worst(f.severity for f in child.findings)
+        worst = [f for f in child.findings if f.severity is status]
+        if status is Severity.OK:
+            return Finding(CHILD_RUN_CHECK, store.url, status, f"{run} Completed: ok ({len(worst)} findings, all ok)")
+        seen = "; ".join(f"{f.check}: {' '.join(f.message.split())}" for f in worst[:2])
+        more = f"; and {len(worst) - 2} more" if len(worst) > 2 else ""
+        return Finding(CHILD_RUN_CHECK, store.url, status, f"{run} Completed: {status.value}: {seen}{more}",
+                       "the child run's report has every finding and its next step")
+    if child.state_type == "COMPLETED":
+        return Finding(CHILD_RUN_CHECK, store.url, Severity.WARNING, f"{run} Completed but published no findings",
+                       f"open the child run; {rerun}")
+    if child.state_type == "FAILED" and Report.is_critical_reason(DUTY, child.message):
+        return Finding(CHILD_RUN_CHECK, store.url, Severity.CRITICAL, f"{run} Failed: {child.message}",
+                       "the child run's report has every finding and its next step; it paged on-call for them")
+    if child.state_type == "FAILED":
+        return Finding(CHILD_RUN_CHECK, store.url, Severity.CRITICAL,
+                       f"{run} Failed before it could report: {child.message or 'no message'}",
+                       f"open the child run's logs (it paged on-call for its failure); {rerun}")
+    if child.state_type == "CRASHED":
+        return Finding(CHILD_RUN_CHECK, store.url, Severity.CRITICAL, f"{run} Crashed: {child.message or 'no message'}",
+                       f"its process or pod died (out of memory? evicted?): open its logs; {rerun}")
+    if child.state_type in ("CANCELLED", "CANCELLING"):
+        return Finding(CHILD_RUN_CHECK, store.url, Severity.CRITICAL,
+                       f"{run} was {child.state_name}: {child.message or 'no message'}",
+                       f"someone or something cancelled it; {rerun}")
+    if child.state_type in ("SCHEDULED", "PENDING"):
+        return Finding(CHILD_RUN_CHECK, store.url, Severity.CRITICAL,
+                       f"{run} never started in {format_duration(waited)} (still {child.state_name})",
+                       "is a worker polling the deployment's work pool, with room for the parent and every "
+                       "child at once (the pool's and the worker's concurrency limits)?")
+    return Finding(CHILD_RUN_CHECK, store.url, Severity.CRITICAL,
+                   f"{run} still {child.state_name} after {format_duration(waited)}; left to finish, it pages "
+                   "its own findings",
+                   "a verification this slow is stuck or its store is: open the child run's logs")

@@ -57,3 +57,49 @@ def plan_pages(duty: str, findings: list[Finding], open_keys: list[str], page_on
                 resolves.append((key, None))
                 open_set.discard(key)
     return PagePlan(triggers, resolves, sorted(open_set))
+
+
+@dataclass(frozen=True)
+class PageScope:
+    """Which list of open pages a run keeps, and whether its findings page at all.
+
+    `scope` None is the duty's own list; a target's name is that target's list, for a run limited
+    to one target, so that runs of one duty on different targets at the same time (a fan-out's
+    children) never load and save the same list: a lost update there is a page never resolved.
+    `adopt_from`: the lists that runs of another shape (every target at once, or one) kept the
+    same findings' pages in; this run resolves or triggers those keys again and moves them into its
+    own list, so switching between the shapes leaves no page behind. A run's own failure page (the
+    `flow-run` key) is never adopted: only a run of the same shape resolves it.
+    `pages` False: the findings are paged by other runs (a fan-out parent's children); the run
+    triggers nothing, and its completion only resolves its own failure page.
+    """
+
+    scope: str | None = None
+    adopt_from: tuple[str | None, ...] = ()
+    pages: bool = True
+
+    @property
+    def lists(self) -> tuple[str | None, ...]:
+        """The lists a run reads: its own first, then the ones it adopts from, each once."""
+        return tuple(dict.fromkeys((self.scope, *self.adopt_from)))
+
+
+def open_pages_in_view(scope: PageScope, lists: dict[str | None, list[str]], reported: set[str]) -> list[str]:
+    """The open keys a run plans over: its own list, and the keys of its reported findings
+    (`reported`, never the run-failure key) that other lists hold."""
+    adopted = {key for name in scope.lists if name != scope.scope for key in lists.get(name, []) if key in reported}
+    return sorted(set(lists.get(scope.scope, [])) | adopted)
+
+
+def open_pages_after(scope: PageScope, lists: dict[str | None, list[str]], reported: set[str],
+                     still_open: set[str]) -> dict[str | None, list[str]]:
+    """The lists to save after a run: its own always (as every run always did), holding what is
+    still open; another list only when it held a key of this run's findings, without those keys
+    (resolved, or open now in this run's list). Only keys are ever removed from another list, so
+    a concurrent run of that list can at worst see a key it already resolved again, never lose one."""
+    after: dict[str | None, list[str]] = {scope.scope: sorted(still_open)}
+    for name in scope.lists:
+        before = lists.get(name, [])
+        if name != scope.scope and any(key in reported for key in before):
+            after[name] = [key for key in before if key not in reported]
+    return after

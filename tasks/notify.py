@@ -18,7 +18,8 @@ from maint.config import NotifyConfig
 from maint.redaction import install_redaction, redact
 from maint.tasks.environment import resolve_secret
 from maint.errors import NotificationError
-from maint.paging import RUN_FAILED_CHECK, PagePlan, dedup_key, plan_pages
+from maint.paging import (RUN_FAILED_CHECK, PagePlan, PageScope, dedup_key, open_pages_after,
+                          open_pages_in_view, plan_pages)
 from maint.report import Finding, Report, Severity
 from maint.tasks.state import load_open_pages, save_open_pages
 
@@ -100,16 +101,18 @@ def _page_details(report_duty: str, finding: Finding, flow_run_url: str | None) 
     return details
 
 
-def notify_report(report: Report, config: NotifyConfig, flow_run_url: str | None) -> PagePlan | None:
+def notify_report(report: Report, config: NotifyConfig, flow_run_url: str | None,
+                  paging: PageScope = PageScope()) -> PagePlan | None:
     """PagerDuty trigger/resolve by plan_pages, Slack for warning or worse. Both are attempted
     whatever happens to the other (a revoked Slack webhook must not keep on-call from being
-    paged); raises NotificationError afterwards if either could not be delivered."""
+    paged); raises NotificationError afterwards if either could not be delivered. `paging`: which
+    list of open pages the run keeps (the duty's, or one target's) and whether it pages at all."""
     notifier = Notifier(config)
     plan = None
     undelivered: list[NotificationError] = []
     if notifier.has_pagerduty:
         try:
-            plan = _page_on_call(notifier, report, flow_run_url, config.page_on)
+            plan = _page_on_call(notifier, report, flow_run_url, config.page_on, paging)
         except NotificationError as exc:
             undelivered.append(exc)
     if notifier.has_slack and report.status is not Severity.OK:
@@ -121,12 +124,16 @@ def notify_report(report: Report, config: NotifyConfig, flow_run_url: str | None
     return plan
 
 
-def _page_on_call(notifier: Notifier, report: Report, flow_run_url: str | None, page_on: list[str]) -> PagePlan:
+def _page_on_call(notifier: Notifier, report: Report, flow_run_url: str | None, page_on: list[str],
+                  paging: PageScope) -> PagePlan:
     # A run that got this far completed: it resolves a page left by an earlier failed run.
     run_completed = Finding(RUN_FAILED_CHECK, report.duty, Severity.OK, "run completed")
-    open_before = load_open_pages(report.duty)
-    plan = plan_pages(report.duty, [*report.findings, run_completed], open_before, page_on,
-                      frozenset(report.exhaustive_checks))
+    findings = report.findings if paging.pages else []
+    lists = {name: load_open_pages(report.duty, name) for name in paging.lists}
+    reported = {dedup_key(report.duty, f.check, f.subject) for f in findings}
+    open_before = open_pages_in_view(paging, lists, reported)
+    plan = plan_pages(report.duty, [*findings, run_completed], open_before, page_on,
+                      frozenset(report.exhaustive_checks) if paging.pages else frozenset())
     triggered: set[str] = set()
     resolved: set[str] = set()
     try:
@@ -142,7 +149,9 @@ def _page_on_call(notifier: Notifier, report: Report, flow_run_url: str | None, 
     finally:
         # What was delivered is remembered even when a later event was not (a 429 in a storm of
         # pages): an open page that nobody records would never be resolved.
-        save_open_pages(report.duty, sorted((set(open_before) | triggered) - resolved))
+        still_open = (set(open_before) | triggered) - resolved
+        for name, keys in open_pages_after(paging, lists, reported, still_open).items():
+            save_open_pages(report.duty, keys, name)
     log.info("notified: %d page(s) triggered, %d resolved", len(plan.triggers), len(plan.resolves))
     return plan
 
@@ -154,9 +163,11 @@ def _raise_undelivered(undelivered: list[NotificationError]) -> None:
         raise NotificationError("; ".join(str(exc) for exc in undelivered))
 
 
-def notify_run_failure(duty: str, config: NotifyConfig, message: str, flow_run_url: str | None) -> None:
+def notify_run_failure(duty: str, config: NotifyConfig, message: str, flow_run_url: str | None,
+                       scope: str | None = None) -> None:
     """A run that failed or crashed before it could report: a page once per duty, and Slack; both
-    attempted whatever happens to the other."""
+    attempted whatever happens to the other. The page is remembered in the run's own list (the
+    duty's, or its target's: `scope`), where the next completed run of the same shape resolves it."""
     notifier = Notifier(config)
     undelivered: list[NotificationError] = []
     if notifier.has_pagerduty:
@@ -170,7 +181,7 @@ def notify_run_failure(duty: str, config: NotifyConfig, message: str, flow_run_u
         except NotificationError as exc:
             undelivered.append(exc)
         else:
-            save_open_pages(duty, sorted({*load_open_pages(duty), key}))
+            save_open_pages(duty, sorted({*load_open_pages(duty, scope), key}), scope)
     if notifier.has_slack:
         link = f"\n<{flow_run_url}|Prefect flow run>" if flow_run_url else ""
         try:

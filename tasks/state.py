@@ -1,8 +1,10 @@
 """What maint remembers between runs, in Prefect Variables on the Prefect server: pages still
-open per duty, and the newest backup per store that passed verification."""
+open per duty (and per target, for runs limited to one target), and the newest backup per store
+that passed verification."""
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import re
@@ -42,29 +44,36 @@ def pack_open_pages(keys: list[str]) -> list[list[str]]:
     return shards
 
 
-def _open_pages_variable(duty: str, index: int) -> str:
-    # Shard 0 keeps the name a single Variable always had.
-    return _variable("open_pages", duty) if index == 0 else _variable("open_pages", duty, str(index))
+def _open_pages_variable(duty: str, index: int, scope: str | None = None) -> str:
+    """`maint_open_pages_<duty>`, or for one target `maint_open_pages_<duty>_for_<target>_<hash>`:
+    the hash keeps targets apart that spell the same once lowercased and reduced to [a-z0-9_]
+    ("Prod" and "prod", "a-b" and "a.b"), and the name under Prefect's 255 characters. Shard 0 keeps
+    the name a single Variable always had."""
+    parts = ["open_pages", duty]
+    if scope is not None:
+        parts += ["for", scope[:80], hashlib.sha256(scope.encode()).hexdigest()[:8]]
+    return _variable(*parts) if index == 0 else _variable(*parts, str(index))
 
 
-def load_open_pages(duty: str) -> list[str]:
+def load_open_pages(duty: str, scope: str | None = None) -> list[str]:
+    """The open pages of `duty`'s list, or of its list for one target (`scope`)."""
     from prefect.variables import Variable
 
     keys: list[str] = []
     for index in itertools.count():
-        value = Variable.get(_open_pages_variable(duty, index), default=[])
+        value = Variable.get(_open_pages_variable(duty, index, scope), default=[])
         shard = [k for k in value if isinstance(k, str)] if isinstance(value, list) else []
         keys.extend(shard)
         if _is_last_shard(shard):
             return keys
 
 
-def save_open_pages(duty: str, keys: list[str]) -> None:
+def save_open_pages(duty: str, keys: list[str], scope: str | None = None) -> None:
     """Shards past the new last one may be left from a larger list; loading never reads them."""
     from prefect.variables import Variable
 
     for index, shard in enumerate(pack_open_pages(keys)):
-        Variable.set(_open_pages_variable(duty, index), shard, overwrite=True)
+        Variable.set(_open_pages_variable(duty, index, scope), shard, overwrite=True)
 
 
 def record_verified(store: str, backup_name: str) -> None:
