@@ -210,6 +210,12 @@ def check_work_pool(client, pool: str, image: str | None) -> str:
                           "process and kubernetes pools")
     if image and work_pool.type == "process":
         raise DeployError(f"--image: work pool {pool!r} runs flows as local processes, which take no image")
+    pool_image = ((work_pool.base_job_template or {}).get("variables", {}).get("properties", {})
+                  .get("image", {}).get("default"))
+    if work_pool.type == "kubernetes" and not (image or pool_image):
+        # Prefect's own image would start, and fail for want of maint.
+        raise DeployError(f"--image: work pool {pool!r} runs flows in containers and sets no image: give the "
+                          "image with maint installed (deploy/image/Dockerfile), --image REF")
     return work_pool.type
 
 

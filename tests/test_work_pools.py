@@ -465,6 +465,8 @@ memory_limit = "1Gi"
     broken.write_text(config.read_text().replace('port = 9', 'port = "nine"'))
     invalid = maint_process(prefect_server, "--config", str(broken), "deploy", "--pool", work_pool)
     assert invalid.returncode == 3 and "certificates[0].port" in invalid.stderr
+    no_image = maint_process(prefect_server, "--config", str(config), "deploy", "--pool", "maint-k8s")
+    assert no_image.returncode == 3 and "--image: work pool 'maint-k8s' runs flows in containers" in no_image.stderr
     assert deployments_of(prefect_server) == {}
 
     deployed = maint_process(prefect_server, "--config", str(config), "deploy", "--pool", "maint-k8s",
