@@ -21,6 +21,7 @@ from uuid import UUID
 from maint import __version__
 from maint.config import MaintConfig
 from maint.duties import DUTIES, Duty, missing_section_problem
+from maint.errors import ConfigError
 from maint.flows import load_flow
 
 SCHEDULE_SLUG_PREFIX = "maint-"
@@ -63,6 +64,7 @@ class DeploymentPlan:
     concurrency_limit: int | None
     parameter_schema: dict[str, Any]
     job_variables: dict[str, Any] = field(default_factory=dict)
+    parameters: dict[str, Any] = field(default_factory=dict)  # defaults of scheduled and manual runs
 
     @property
     def name(self) -> str:
@@ -81,6 +83,12 @@ def plan_deployments(config: MaintConfig, *, worker_config: str | None = None,
     for duty in DUTIES.values():
         if missing_section_problem(duty, config):
             continue  # not configured here: nothing to deploy
+        schema = parameter_schema(load_flow(duty)).model_dump(exclude_unset=True)
+        parameters = dict(config.deploy.parameters.get(duty.name, {}))
+        unknown = sorted(set(parameters) - set(schema["properties"]))
+        if unknown:
+            raise ConfigError([f"deploy.parameters.{duty.name}.{name}: {duty.name} takes no such parameter "
+                               f"(it takes: {', '.join(schema['properties'])})" for name in unknown])
         variables = {**(job_variables or {}), **config.deploy.job_variables.get(duty.name, {})}
         if worker_config:
             variables["env"] = {**variables.get("env", {}), "MAINT_CONFIG": worker_config}
@@ -92,8 +100,9 @@ def plan_deployments(config: MaintConfig, *, worker_config: str | None = None,
             tags=["maint", *duty.tags],
             version=__version__,
             concurrency_limit=1 if duty.name in ONE_AT_A_TIME else None,
-            parameter_schema=parameter_schema(load_flow(duty)).model_dump(exclude_unset=True),
+            parameter_schema=schema,
             job_variables=variables,
+            parameters=parameters,
         ))
     return plans
 
@@ -119,7 +128,7 @@ def _drift(existing, plan: DeploymentPlan, pool: str) -> list[str]:
         "entrypoint": (existing.entrypoint, plan.entrypoint),
         "work pool": (existing.work_pool_name, pool),
         "job variables": (existing.job_variables or {}, plan.job_variables),
-        "parameters": (existing.parameters or {}, {}),
+        "parameters": (existing.parameters or {}, plan.parameters),
         "parameter schema": (existing.parameter_openapi_schema, plan.parameter_schema),
         "enforced parameter schema": (existing.enforce_parameter_schema, True),
         "pull steps": (existing.pull_steps or [], []),
@@ -140,7 +149,7 @@ def apply_deployment(client, plan: DeploymentPlan, pool: str) -> tuple[UUID, lis
         existing = client.read_deployment_by_name(f"{plan.duty.name}/{plan.name}")
     except ObjectNotFound:
         existing = None
-    common = dict(version=plan.version, description=plan.description, tags=plan.tags, parameters={},
+    common = dict(version=plan.version, description=plan.description, tags=plan.tags, parameters=plan.parameters,
                   work_pool_name=pool, entrypoint=plan.entrypoint, path=None, pull_steps=[],
                   job_variables=plan.job_variables, parameter_openapi_schema=plan.parameter_schema,
                   enforce_parameter_schema=True, concurrency_limit=plan.concurrency_limit,
@@ -240,7 +249,7 @@ def build_deployments(plans: list[DeploymentPlan]) -> list:
             name=plan.name,
             description=plan.description,
             schedules=[Cron(plan.cron, timezone=plan.timezone, slug=schedule_slug(plan.name))] if plan.cron else [],
-            parameters={},
+            parameters=plan.parameters,
             tags=plan.tags,
             version=plan.version,
             concurrency_limit=limit,

@@ -253,11 +253,15 @@ class DeadMansSwitchConfig(_Section):
 
 
 class DeployConfig(_Section):
-    """What `maint deploy` adds to a duty's deployment: job variables of the work pool's base job
-    template, per duty (a kubernetes pool's `cpu_request`, `memory_limit`, ...; a process pool's
-    `working_dir`). They override the pool's defaults for that duty only."""
+    """What `maint deploy` (and `maint serve`) add to a duty's deployment: job variables of the
+    work pool's base job template, per duty (a kubernetes pool's `cpu_request`, `memory_limit`,
+    ...; a process pool's `working_dir`), which override the pool's defaults for that duty only;
+    and default parameters, per duty."""
 
     job_variables: dict[str, dict[str, Any]] = {}
+    # Per duty: the deployment's default parameters, e.g. backup-verification's fan_out = true.
+    # Never secrets (a deployment's parameters are shown in the UI): those stay in *_env variables.
+    parameters: dict[str, dict[str, Any]] = {}
 
 
 class MaintConfig(_Section):
@@ -409,7 +413,7 @@ def _reference_problems(raw: dict) -> list[str]:
         for duty in schedules:
             if duty not in DUTIES:
                 problems.append(f"schedules.{duty}: unknown duty (known: {', '.join(DUTIES)})")
-    for section, key in (("dead_mans_switch", "windows"), ("deploy", "job_variables")):
+    for section, key in (("dead_mans_switch", "windows"), ("deploy", "job_variables"), ("deploy", "parameters")):
         per_duty = (raw.get(section) or {}).get(key) if isinstance(raw.get(section), dict) else None
         if isinstance(per_duty, dict):
             for duty in per_duty:

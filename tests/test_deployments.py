@@ -9,6 +9,7 @@ import sys
 import pytest
 
 from maint.deployments import build_deployments, plan_deployments, schedule_slug
+from maint.errors import ConfigError
 from maint.tasks.environment import load_config
 from tests.conftest import DB_PASSWORD_ENV, NO_SERVER, write_config
 
@@ -72,3 +73,32 @@ def test_help_everywhere(capsys):
         out, err = capsys.readouterr()
         assert exited.value.code == 0, (argv, err)
         assert out.startswith("usage: maint " + " ".join(argv)), (argv, out)
+
+
+def test_per_duty_parameters_and_job_variables_from_the_config(tmp_path):
+    config_file = tmp_path / "maint.toml"
+    body = '''
+[[certificates]]
+host = "example.com"
+
+[deploy.job_variables.cert-check]
+memory_limit = "1Gi"
+
+[deploy.parameters.cert-check]
+config_path = "/etc/maint/other.toml"
+'''
+    config_file.write_text(body)
+    [plan] = plan_deployments(load_config(config_file), job_variables={"image": "maint:1"})
+    assert plan.parameters == {"config_path": "/etc/maint/other.toml"}
+    assert plan.job_variables == {"image": "maint:1", "memory_limit": "1Gi"}
+    [served] = build_deployments([plan])
+    assert served.parameters == {"config_path": "/etc/maint/other.toml"}
+
+    config_file.write_text(body + 'fan_out = true\n')
+    with pytest.raises(ConfigError) as refused:
+        plan_deployments(load_config(config_file))
+    assert refused.value.problems == ["deploy.parameters.cert-check.fan_out: cert-check takes no such parameter "
+                                      "(it takes: config_path)"]
+    config_file.write_text(body.replace("[deploy.parameters.cert-check]", "[deploy.parameters.cert-chek]"))
+    with pytest.raises(ConfigError, match="deploy.parameters.cert-chek: unknown duty"):
+        load_config(config_file)
