@@ -531,6 +531,9 @@ def test_the_worker_s_values_name_the_pool_the_readme_creates_and_take_the_templ
     assert option(install, "--set-file") == "worker.config.baseJobTemplate.configuration=" \
                                             "deploy/kubernetes/base-job-template.json"
     assert option(install, "--namespace") == template_defaults()["namespace"]
+    # The observer watches only the namespace its Role covers (cluster-wide, a real API refuses it).
+    observer = {e["name"]: e["value"] for e in worker.get("extraEnvVars", [])}
+    assert observer.get("PREFECT_INTEGRATIONS_KUBERNETES_OBSERVER_NAMESPACES") == template_defaults()["namespace"]
     assert f"version {option(install, '--version')})" in VALUES.read_text(), "the chart version the values were read from"
     for words in readme_commands():
         for word in words:
