@@ -74,6 +74,11 @@ class DeploymentPlan:
     def entrypoint(self) -> str:
         return flow_entrypoint(self.duty)
 
+    @property
+    def full_name(self) -> str:
+        """`flow/deployment`, as Prefect looks a deployment up."""
+        return f"{self.duty.name}/{self.name}"
+
 
 def plan_deployments(config: MaintConfig, *, worker_config: str | None = None,
                      job_variables: dict[str, Any] | None = None) -> list[DeploymentPlan]:
@@ -146,7 +151,7 @@ def apply_deployment(client, plan: DeploymentPlan, pool: str) -> tuple[UUID, lis
     from prefect.exceptions import ObjectNotFound
 
     try:
-        existing = client.read_deployment_by_name(f"{plan.duty.name}/{plan.name}")
+        existing = client.read_deployment_by_name(plan.full_name)
     except ObjectNotFound:
         existing = None
     common = dict(version=plan.version, description=plan.description, tags=plan.tags, parameters=plan.parameters,
@@ -267,7 +272,7 @@ def remove_stale_schedules(client, plans: list[DeploymentPlan]) -> dict[str, lis
         if plan.cron:
             continue  # serve replaces it with the configured one
         try:
-            existing = client.read_deployment_by_name(f"{plan.duty.name}/{plan.name}")
+            existing = client.read_deployment_by_name(plan.full_name)
         except ObjectNotFound:
             continue
         changes = sync_schedules(client, existing.id, existing.schedules, plan)

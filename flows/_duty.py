@@ -88,15 +88,15 @@ def is_transient(task, task_run, state) -> bool:
     return False
 
 
-def flow_run_url() -> str | None:
+def flow_run_url(flow_run_id=None) -> str | None:
+    """The UI's page of a flow run (this run's by default), when PREFECT_UI_URL is set; the form
+    Prefect's own `flow_run.ui_url` has (the UI redirects it to /runs/flow-run/ID)."""
     from prefect.runtime import flow_run
     from prefect.settings import PREFECT_UI_URL
 
-    if flow_run.id is None:
-        return None
-    if PREFECT_UI_URL.value():
-        return flow_run.ui_url
-    return None
+    flow_run_id = flow_run_id or flow_run.id
+    ui = PREFECT_UI_URL.value()
+    return f"{ui}/flow-runs/flow-run/{flow_run_id}" if ui and flow_run_id else None
 
 
 def _logger() -> logging.Logger | logging.LoggerAdapter:
@@ -180,9 +180,7 @@ def page_run_failure(flow, flow_run, state, *, open_pages_scope: str | None = No
     except ConfigError as exc:
         log.error("cannot page for the failed %s run: the configuration is invalid: %s", duty, exc)
         return
-    from prefect.settings import PREFECT_UI_URL
-
-    url = f"{PREFECT_UI_URL.value()}/flow-runs/flow-run/{flow_run.id}" if PREFECT_UI_URL.value() else None
+    url = flow_run_url(flow_run.id)
     reason = redact(state.message or state.type.value)
     notify_run_failure(duty, config.notify, f"flow run {flow_run.name} {state.type.value.lower()}: {reason}", url,
                        open_pages_scope)

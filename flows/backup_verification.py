@@ -31,10 +31,11 @@ from maint.backups import BackupEntry, newest_first
 from maint.config import BackupStoreConfig, MaintConfig
 from maint.durations import format_duration
 from maint.errors import ConfigError, MaintError, StorageError
-from maint.flows._duty import finish_duty, load_duty_config, page_run_failure, start_report, utcnow
+from maint.flows._duty import (finish_duty, flow_run_url, load_duty_config, page_run_failure, start_report,
+                               utcnow)
 from maint.flows.steps import list_backups, read_backup_in_one_pass
 from maint.paging import PageScope
-from maint.report import Finding, Report, Severity
+from maint.report import Finding, Report, Severity, name_worst
 from maint.tasks.state import record_verified
 from maint.verification import assess_freshness, assess_integrity, assess_presence, assess_size
 
@@ -217,15 +218,12 @@ def _published_findings(client, child_ids: list[UUID]) -> dict[UUID, list[Findin
 
 
 def _child_run(child_id: UUID, run, findings: list[Finding] | None) -> ChildRun:
-    from prefect.settings import PREFECT_UI_URL
-
     if run is None:  # deleted meanwhile, by hand
         return ChildRun(str(child_id), "CANCELLED", "deleted", "the flow run no longer exists", None)
-    ui = PREFECT_UI_URL.value()
     state = run.state
     return ChildRun(name=run.name, state_type=state.type.value if state else "SCHEDULED",
                     state_name=state.name if state else "Scheduled", message=(state.message or "") if state else "",
-                    findings=findings, url=f"{ui}/flow-runs/flow-run/{run.id}" if ui else None)
+                    findings=findings, url=flow_run_url(run.id))
 
 
 def assess_child_run(store: BackupStoreConfig, child: ChildRun, waited: timedelta) -> Finding:
@@ -236,12 +234,11 @@ def assess_child_run(store: BackupStoreConfig, child: ChildRun, waited: timedelt
     rerun = f"verify it again with a run for store {store.name!r} (maint run {DUTY} --store {store.name})"
     if child.state_type == "COMPLETED" and child.findings:
         status = Severity.worst(f.severity for f in child.findings)
-        worst = [f for f in child.findings if f.severity is status]
         if status is Severity.OK:
-            return Finding(CHILD_RUN_CHECK, store.url, status, f"{run} Completed: ok ({len(worst)} findings, all ok)")
-        seen = "; ".join(f"{f.check}: {' '.join(f.message.split())}" for f in worst[:2])
-        more = f"; and {len(worst) - 2} more" if len(worst) > 2 else ""
-        return Finding(CHILD_RUN_CHECK, store.url, status, f"{run} Completed: {status.value}: {seen}{more}",
+            return Finding(CHILD_RUN_CHECK, store.url, status,
+                           f"{run} Completed: ok ({len(child.findings)} findings, all ok)")
+        seen = name_worst(child.findings, subjects=False)  # the subject is this finding's: the store
+        return Finding(CHILD_RUN_CHECK, store.url, status, f"{run} Completed: {status.value}: {seen}",
                        "the child run's report has every finding and its next step")
     if child.state_type == "COMPLETED":
         return Finding(CHILD_RUN_CHECK, store.url, Severity.WARNING, f"{run} Completed but published no findings",

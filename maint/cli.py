@@ -223,7 +223,7 @@ def _deploy(args) -> int:
         for plan in plans:
             deployment_id, changes = apply_deployment(client, plan, args.pool)
             applied.append((plan, deployment_id))
-            print(f"deployment {plan.duty.name}/{plan.name} on {args.pool} ({pool_type}): "
+            print(f"deployment {plan.full_name} on {args.pool} ({pool_type}): "
                   f"{', '.join(changes) or 'unchanged'}; {_schedule_words(plan)}")
         _apply_switch(client, applied, config)
     return 0

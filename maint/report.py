@@ -53,6 +53,16 @@ class Finding:
                    data.get("hint", ""))
 
 
+def name_worst(findings: list[Finding], shown: int = 2, *, subjects: bool = True) -> str:
+    """The first `shown` findings of the worst severity among `findings`, on one line
+    ("subject: check: message; ...; and N more"); `subjects` False leaves the subject out."""
+    status = Severity.worst(f.severity for f in findings)
+    worst = [f for f in findings if f.severity is status]
+    named = "; ".join((f"{f.subject}: " if subjects else "") + f"{f.check}: {' '.join(f.message.split())}"
+                      for f in worst[:shown])
+    return named + (f"; and {len(worst) - shown} more" if len(worst) > shown else "")
+
+
 @dataclass
 class Report:
     duty: str
@@ -114,10 +124,7 @@ class Report:
 
     def failure_reason(self, shown: int = 2, width: int = 300) -> str:
         """One line naming the duty and its worst findings: a Failed run's state message."""
-        worst = [f for f in self.findings if f.severity is self.status]
-        named = "; ".join(f"{f.subject}: {f.check}: {' '.join(f.message.split())}" for f in worst[:shown])
-        more = len(worst) - shown
-        line = f"{self.summary_line()}: {named}" + (f"; and {more} more" if more > 0 else "")
+        line = f"{self.summary_line()}: {name_worst(self.findings, shown)}"
         return line if len(line) <= width else line[:width - 1] + "…"
 
     def to_text(self) -> str:

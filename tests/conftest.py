@@ -24,6 +24,7 @@ import contextlib
 import glob
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -187,6 +188,19 @@ def maint_process(server, *argv: str, env: dict[str, str] | None = None, timeout
     """`maint ARGV` as its own process against the real server, as an operator runs it."""
     return subprocess.run([sys.executable, "-m", "maint.cli", *argv], capture_output=True, text=True,
                           env=server.client_env({**os.environ, **(env or {})}), timeout=timeout)
+
+
+def interrupt(process: subprocess.Popen, grace: float = 30) -> None:
+    """Ctrl-C for a process the test started (a worker, `maint serve`): SIGINT, then SIGKILL if it
+    has not ended after `grace` seconds."""
+    if process.poll() is not None:
+        return
+    process.send_signal(signal.SIGINT)
+    try:
+        process.wait(grace)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 def run_worker_once(server, pool: str, env: dict[str, str] | None = None, timeout: float = 300,

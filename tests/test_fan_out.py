@@ -12,9 +12,7 @@ import json
 import logging
 import os
 import shutil
-import signal
 import subprocess
-import sys
 import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -28,8 +26,8 @@ from maint.config import BackupStoreConfig, NotifyConfig
 from maint.flows.backup_verification import ChildRun, assess_child_run
 from maint.paging import RUN_FAILED_CHECK, PageScope, dedup_key, open_pages_after, open_pages_in_view
 from maint.report import Finding, Report, Severity
-from tests.conftest import (DB_PASSWORD_ENV, forget_maint, maint_process, prefect_api, system_fixture, wait_for,
-                            write_config)
+from tests.conftest import (DB_PASSWORD_ENV, forget_maint, interrupt, maint_process, prefect_api, system_fixture,
+                            wait_for, write_config)
 
 DUTY = "backup-verification"
 OK, WARNING, CRITICAL = Severity.OK, Severity.WARNING, Severity.CRITICAL
@@ -279,12 +277,7 @@ def worker(server, pool: str, env: dict[str, str], log: Path):
     try:
         yield process
     finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        interrupt(process)
 
 
 def _flip_middle_byte(path: Path) -> None:

@@ -46,7 +46,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import forget_maint, maint_process, prefect_api, wait_for
+from tests.conftest import forget_maint, interrupt, maint_process, prefect_api, wait_for
 from tests.k8s_server import Role, pods_in_every_state, write_kubeconfig
 
 TEMPLATE = Path(__file__).parent.parent / "deploy" / "kubernetes" / "base-job-template.json"
@@ -146,13 +146,7 @@ class Worker:
         return "".join(self.lines)
 
     def stop(self, grace: float = 30) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
-            try:
-                self.process.wait(grace)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        interrupt(self.process, grace)
 
 
 @contextlib.contextmanager

@@ -21,7 +21,7 @@ import pytest
 from maint import __version__
 from maint.dead_mans_switch import switch_dedup_key
 from maint.duties import DUTIES
-from tests.conftest import (DB_PASSWORD_ENV, forget_maint, maint_process, prefect_api, run_worker_once,
+from tests.conftest import (DB_PASSWORD_ENV, forget_maint, interrupt, maint_process, prefect_api, run_worker_once,
                             wait_for)
 
 CRONS = {"health-check": "0 8 * * *", "cert-check": "0 9 * * 1"}
@@ -218,12 +218,7 @@ def serving(server, config: Path):
         assert serve.poll() is None, "".join(lines)
         yield lines
     finally:
-        serve.send_signal(signal.SIGINT)
-        try:
-            serve.wait(30)
-        except subprocess.TimeoutExpired:
-            serve.kill()
-            serve.wait()
+        interrupt(serve)
 
 
 def vacuum_config(path: Path, pg, extra: str = "") -> Path:
