@@ -129,11 +129,11 @@ class BackupEntry:
     kind: str
     size_bytes: int
     object_created_at: datetime | None  # GCS time_created, or a local file's mtime; None: not reported
-    generation: int | None = None
+    generation: int | str | None = None
     crc32c: str | None = None  # from the store's metadata (GCS)
     md5: str | None = None  # from the store's metadata (GCS; absent for composite objects)
     manifest_name: str | None = None
-    manifest_generation: int | None = None
+    manifest_generation: int | str | None = None
     manifest: Manifest | None = None
     manifest_problem: str | None = None  # a manifest exists but cannot be read
 

@@ -113,7 +113,9 @@ def _config_check(args) -> int:
             print(f"  {problem}", file=sys.stderr)
         return EXIT_UNKNOWN
     scheduled = ", ".join(f"{d} ({c})" for d, c in config.schedules.items()) or "none"
-    print(f"{path}: OK: {len(config.databases)} database(s), {len(config.backup_stores)} backup store(s); "
+    watched = "".join([f", {len(config.cloud_sql)} Cloud SQL instance(s)" if config.cloud_sql else "",
+                       f", Velero in namespace {config.velero.namespace}" if config.velero else ""])
+    print(f"{path}: OK: {len(config.databases)} database(s), {len(config.backup_stores)} backup store(s){watched}; "
           f"schedules in {config.timezone}: {scheduled}")
     return 0
 

@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from cronsim import CronSim, CronSimError
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 from maint.duties import DUTIES
 from maint.durations import parse_duration
@@ -53,11 +53,15 @@ def _store_url(value: str) -> str:
     if value.startswith("gs://"):
         if not re.fullmatch(r"gs://[a-z0-9][a-z0-9._-]{1,220}[a-z0-9](/.*)?", value):
             raise ValueError("must be gs://BUCKET/PREFIX/ with a valid bucket name")
+    elif value.startswith("s3://"):
+        # S3's bucket naming rules: 3-63 lower-case letters, digits, dots and hyphens.
+        if not re.fullmatch(r"s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?", value):
+            raise ValueError("must be s3://BUCKET/PREFIX/ with a valid bucket name")
     elif value.startswith("file://"):
         if not value.startswith("file:///"):
             raise ValueError("must be an absolute path: file:///var/backups/database/")
     else:
-        raise ValueError("must start with gs:// or file://")
+        raise ValueError("must start with gs://, s3:// or file://")
     return value
 
 
@@ -134,6 +138,28 @@ class BackupStoreConfig(_Section):
     database: Name
     rpo: Duration = timedelta(hours=26)
     size_window: PositiveInt = 7
+    # S3 only (s3:// URLs). Without the *_env keys, boto3's standard chain finds the credentials
+    # (AWS_* variables, ~/.aws, the instance's or pod's role).
+    endpoint_url: Annotated[str, Field(pattern=r"^https?://[^/\s]+")] | None = None  # S3-compatible services
+    region: Annotated[str, Field(pattern=r"^[a-z0-9-]+$")] | None = None
+    access_key_id_env: EnvName | None = None
+    secret_access_key_env: EnvName | None = None
+    session_token_env: EnvName | None = None
+    part_size: Annotated[int, Field(ge=5 * 1024 * 1024, le=5 * 1024**3)] = 8 * 1024 * 1024  # first multipart part
+
+    @model_validator(mode="after")
+    def _s3_keys_only_for_s3(self) -> "BackupStoreConfig":
+        if not self.url.startswith("s3://"):
+            given = [k for k in S3_ONLY_KEYS if getattr(self, k) is not None]
+            if given:
+                raise ValueError(f"{', '.join(given)}: only for s3:// stores, and this store is {self.url}")
+        if (self.access_key_id_env is None) != (self.secret_access_key_env is None):
+            raise ValueError("access_key_id_env and secret_access_key_env go together: set both, or neither "
+                             "(then the standard AWS chain is used)")
+        return self
+
+
+S3_ONLY_KEYS = ("endpoint_url", "region", "access_key_id_env", "secret_access_key_env", "session_token_env")
 
 
 class BackupConfig(_Section):
@@ -232,6 +258,32 @@ class CertificateConfig(_Section):
     critical_days: NonNegativeInt = 14
 
 
+class CloudSqlConfig(_Section):
+    """A Cloud SQL instance whose automated backups and point-in-time recovery are checked
+    (backup-verification), through the Admin API with the host's Application Default Credentials."""
+
+    project: Annotated[str, Field(pattern=r"^[a-z][a-z0-9:.-]{4,61}[a-z0-9]$")]
+    instance: Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]{0,97}$")]
+    rpo: Duration = timedelta(hours=26)
+    api_endpoint: Annotated[str, Field(pattern=r"^https?://[^/\s]+")] | None = None  # default: Google's
+    timeout: Duration = timedelta(seconds=30)
+
+    @property
+    def subject(self) -> str:
+        """How findings name the instance, as gcloud's connection names do."""
+        return f"{self.project}:{self.instance}"
+
+
+class VeleroConfig(_Section):
+    """Velero's backups of the cluster, read through the Kubernetes API (backup-verification)."""
+
+    namespace: Name = "velero"
+    rpo: Duration = timedelta(hours=26)
+    schedules: list[Name] = []  # Schedules that must exist; empty: every Schedule in the namespace
+    in_progress_limit: Duration = timedelta(hours=4)  # an InProgress backup older than this is stuck
+    context: str | None = None  # kubeconfig context; default: the usual discovery, as kubectl
+
+
 class LocksConfig(_Section):
     """Every run of a duty that changes something takes a lock on what it changes, whichever way it
     was started (a deployment, `maint run`, another machine): a second run waits this long, then
@@ -276,6 +328,8 @@ class MaintConfig(_Section):
     retention: RetentionConfig | None = None
     dr_drill: DrDrillConfig | None = None
     certificates: list[CertificateConfig] = []
+    cloud_sql: list[CloudSqlConfig] = []
+    velero: VeleroConfig | None = None
     schedules: dict[str, Cron] = {}
     locks: LocksConfig = LocksConfig()
     dead_mans_switch: DeadMansSwitchConfig = DeadMansSwitchConfig()
@@ -347,8 +401,8 @@ def _describe(error: dict) -> str:
     else:
         message = error["msg"].removeprefix("Value error, ")
         message = message[:1].lower() + message[1:]
-    if kind in ("missing", "extra_forbidden"):
-        return f"{path}: {message}"
+    if kind in ("missing", "extra_forbidden") or isinstance(error["input"], dict):
+        return f"{path}: {message}"  # a whole section's problem: its message names the keys
     return f"{path}: {message}, got {error['input']!r}"
 
 

@@ -13,6 +13,7 @@ class Duty:
     section: str  # the config section (or list of entries) the duty cannot run without
     summary: str
     tags: tuple[str, ...] = ()
+    other_sections: tuple[str, ...] = ()  # any one of these instead of `section` will do too
 
     @property
     def flow_module(self) -> str:
@@ -24,8 +25,9 @@ DUTIES: dict[str, Duty] = {d.name: d for d in (
     Duty("backup", "backup",
          "pg_dump of [backup].database streamed into [backup].store, with a manifest", ("backup", "postgres")),
     Duty("backup-verification", "backup_stores",
-         "every store's newest backup: present, fresh for the RPO, sane size, intact in one streamed pass",
-         ("backup", "verification")),
+         "every store's newest backup: present, fresh for the RPO, sane size, intact in one streamed pass; "
+         "Cloud SQL automated backups and PITR; Velero's cluster backups",
+         ("backup", "verification"), other_sections=("cloud_sql", "velero")),
     Duty("health-check", "health_check",
          "the morning checklist: endpoints, databases, data checks and pods, concurrently",
          ("health", "postgres", "kubernetes")),
@@ -47,6 +49,8 @@ DUTIES: dict[str, Duty] = {d.name: d for d in (
 
 def missing_section_problem(duty: Duty, config) -> str | None:
     """The duty's own section is absent (or an empty list of entries): it cannot run."""
-    if getattr(config, duty.section):
+    sections = (duty.section, *duty.other_sections)
+    if any(getattr(config, section) for section in sections):
         return None
-    return f"{duty.section}: the {duty.name} duty needs [{duty.section}] in the configuration"
+    wanted = " or ".join(f"[{section}]" for section in sections)
+    return f"{duty.section}: the {duty.name} duty needs {wanted} in the configuration"

@@ -180,9 +180,20 @@ BAD = [
     pytest.param(_set("databases[0].hostname", "10.0.0.6"),
                  ["databases[0].hostname: unknown key (check its spelling)"], id="unknown-key"),
     pytest.param(_set("colour", "blue"), ["colour: unknown key (check its spelling)"], id="unknown-top-level-key"),
-    pytest.param(_set("backup_stores[0].url", "s3://acme-backups/database/"),
-                 ["backup_stores[0].url: must start with gs:// or file://, got 's3://acme-backups/database/'"],
+    pytest.param(_set("backup_stores[0].url", "azure://acme-backups/database/"),
+                 ["backup_stores[0].url: must start with gs://, s3:// or file://, got 'azure://acme-backups/database/'"],
                  id="store-url-scheme"),
+    pytest.param(_set("backup_stores[0].url", "s3://Acme_Backups/database/"),
+                 ["backup_stores[0].url: must be s3://BUCKET/PREFIX/ with a valid bucket name, "
+                  "got 's3://Acme_Backups/database/'"], id="store-url-s3-bucket"),
+    pytest.param(_set("backup_stores[0].endpoint_url", "http://127.0.0.1:9000"),
+                 ["backup_stores[0]: endpoint_url: only for s3:// stores, and this store is gs://acme-backups/database/"],
+                 id="s3-key-on-a-gcs-store"),
+    pytest.param(_set("cloud_sql", [{"project": "acme-prod", "instance": "Acme_DB"}]),
+                 ["cloud_sql[0].instance: must match ^[a-z][a-z0-9-]{0,97}$, got 'Acme_DB'"], id="cloud-sql-instance"),
+    pytest.param(_set("velero", {"namespace": "velero", "rpo": "soon"}),
+                 ["velero.rpo: must be a duration like '500ms', '90s', '5m', '26h' or '7d', got 'soon'"],
+                 id="velero-rpo"),
     pytest.param(_set("backup_stores[0].url", "file://backups/"),
                  ["backup_stores[0].url: must be an absolute path: file:///var/backups/database/, "
                   "got 'file://backups/'"], id="store-url-relative-file"),
@@ -375,7 +386,8 @@ def test_cli_config_check_good_file(tmp_path, minimal_env, capsys, argv):
 def test_cli_config_check_example(example_path, example_env, capsys):
     assert main(["--config", str(example_path), "config", "check"]) == 0
     out, _ = capsys.readouterr()
-    assert out.startswith(f"{example_path}: OK: 2 database(s), 1 backup store(s); schedules in Asia/Taipei: ")
+    assert out.startswith(f"{example_path}: OK: 2 database(s), 2 backup store(s), 1 Cloud SQL instance(s), "
+                          "Velero in namespace velero; schedules in Asia/Taipei: ")
     assert "dr-drill (0 4 1 * *)" in out
 
 

@@ -22,7 +22,8 @@ class StoredObject:
     url: str
     size_bytes: int
     created_at: datetime | None  # None: the store reported no creation time (never judged fresh)
-    generation: int | None = None  # the version a read or delete can be pinned to, where the store has one
+    # The version a read or delete is pinned to, where the store has them: GCS generation, S3 VersionId.
+    generation: int | str | None = None
     crc32c: str | None = None  # base64 of the big-endian CRC32C, as GCS reports it
     md5: str | None = None  # base64, as GCS reports it
 
@@ -35,7 +36,7 @@ class LockObject:
     url: str
     data: bytes
     created_at: datetime
-    generation: int | None = None  # GCS; a local lock object is told apart by its content
+    generation: int | str | None = None  # GCS; a local lock object is told apart by its content
 
 
 class ObjectWriter(abc.ABC):
@@ -67,7 +68,7 @@ class BackupStore(abc.ABC):
         """The objects directly under the store's prefix, oldest first."""
 
     @abc.abstractmethod
-    def open_reader(self, name: str, generation: int | None = None) -> Iterator[bytes]:
+    def open_reader(self, name: str, generation: int | str | None = None) -> Iterator[bytes]:
         """Stream an object in chunks, pinned to `generation` where the store has them."""
 
     @abc.abstractmethod
@@ -83,7 +84,7 @@ class BackupStore(abc.ABC):
         """A small new object (a manifest) in one piece; refuses a name that exists."""
 
     @abc.abstractmethod
-    def delete(self, name: str, generation: int | None = None) -> None:
+    def delete(self, name: str, generation: int | str | None = None) -> None:
         """Delete one object, only if it is still `generation` where the store has them.
         Raises DeleteRefused when the store will not (a hold, a lock, changed, already gone)."""
 

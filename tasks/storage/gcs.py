@@ -137,7 +137,7 @@ class GcsStore(BackupStore):
             raise translate_gcs_error(exc, url) from exc
         return self._describe(blob)
 
-    def delete(self, name: str, generation: int | None = None) -> None:
+    def delete(self, name: str, generation: int | str | None = None) -> None:
         from google.api_core import exceptions as gexc
 
         url = f"{self.url}{name}"
@@ -204,7 +204,7 @@ class GcsStore(BackupStore):
         except _gcs_errors() as exc:
             raise translate_gcs_error(exc, url) from exc
 
-    def open_reader(self, name: str, generation: int | None = None) -> Iterator[bytes]:
+    def open_reader(self, name: str, generation: int | str | None = None) -> Iterator[bytes]:
         url = f"{self.url}{name}" + (f"#{generation}" if generation else "")
         blob = self.client.bucket(self.bucket_name).blob(self.prefix + name, generation=generation)
         try:

@@ -68,7 +68,7 @@ class LocalStore(BackupStore):
             writer.abort()
             raise
 
-    def delete(self, name: str, generation: int | None = None) -> None:
+    def delete(self, name: str, generation: int | str | None = None) -> None:
         try:
             self._path(name).unlink()
         except FileNotFoundError:
@@ -144,7 +144,7 @@ class LocalStore(BackupStore):
         except FileNotFoundError:
             raise StorageError(f"{self.url}{name} does not exist") from None
 
-    def open_reader(self, name: str, generation: int | None = None,
+    def open_reader(self, name: str, generation: int | str | None = None,
                     chunk_size: int = 1024 * 1024) -> Iterator[bytes]:
         try:
             with open(self._path(name), "rb") as f:
