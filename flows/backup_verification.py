@@ -6,8 +6,12 @@ Runbook, for every [[backup_stores]] entry at once:
   2. pick the newest by real creation time and judge freshness against the RPO and size against
      the median of its predecessors,
   3. read the newest backup once, start to end: checksums (manifest sha256/crc32c, GCS
-     crc32c/md5 pinned to the object's generation) and a full read of the archive
-     (pg_restore for custom format, gzip plus pg_dump's closing line for .sql.gz) in the same pass.
+     crc32c/md5 pinned to the object's generation, S3's full-object CRC32C pinned to its
+     VersionId) and a full read of the archive (pg_restore for custom format, gzip plus
+     pg_dump's closing line for .sql.gz) in the same pass.
+Beside the stores, at the same time: every [[cloud_sql]] instance's automated backups and
+point-in-time recovery (the Admin API), and [velero]'s cluster backups (the Kubernetes API).
+A run limited to one store (`store`) checks that store only.
 
 Fan-out, for large fleets (`fan_out`, in a run of the deployment): instead of the steps above, one
 child run of this deployment per store, all started at once (each in its own process or pod on
@@ -25,10 +29,12 @@ from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
-from prefect import flow
+from prefect import flow, task
+from prefect.cache_policies import NO_CACHE
+from prefect.tasks import exponential_backoff
 
 from maint.backups import BackupEntry, newest_first
-from maint.config import BackupStoreConfig, MaintConfig
+from maint.config import BackupStoreConfig, CloudSqlConfig, MaintConfig, VeleroConfig
 from maint.durations import format_duration
 from maint.errors import ConfigError, MaintError, StorageError
 from maint.flows._duty import (finish_duty, flow_run_url, load_duty_config, page_run_failure, start_report,
@@ -71,10 +77,14 @@ def backup_verification(config_path: str | None = None, store: str | None = None
     if store and store not in known:
         raise ConfigError([f"store: no [[backup_stores]] entry named {store!r} (known: {', '.join(known)})"])
     stores = [known[store]] if store else list(config.backup_stores)
+    # The Admin and Kubernetes API reads run while the stores are read; a run of one store skips them.
+    cloud_sql = [] if store else read_cloud_sql_instance.map(config.cloud_sql)
+    velero = read_velero_backups.submit(config.velero) if config.velero and not store else None
     if fan_out and len(stores) > 1:
         deployment = this_deployment()
         if deployment:
-            return verify_each_store_in_a_child_run(report, config, config_path, stores, deployment)
+            return verify_each_store_in_a_child_run(report, config, config_path, stores, deployment,
+                                                    cloud_sql, velero)
         report.details["fan_out"] = (f"not fanned out: this run belongs to no deployment, so its {len(stores)} "
                                      "stores were verified in this run")
     now = utcnow()
@@ -110,7 +120,48 @@ def backup_verification(config_path: str | None = None, store: str | None = None
             report.add(finding)
         if all(f.severity is not Severity.CRITICAL for f in findings):
             record_verified(store_config.name, newest.name)  # retention never deletes it
+    add_managed_backup_findings(report, config, cloud_sql, velero)
     return finish_duty(report, config, paging=open_pages_of(store, config))
+
+
+# --- backups that a service keeps: Cloud SQL, Velero ------------------------------------------------
+
+@task(name="read-cloud-sql-instance", retries=1, retry_delay_seconds=exponential_backoff(2), cache_policy=NO_CACHE)
+def read_cloud_sql_instance(instance: CloudSqlConfig):
+    from maint.tasks.cloud_sql import read_cloud_sql
+
+    return read_cloud_sql(instance)
+
+
+@task(name="read-velero-backups", retries=1, retry_delay_seconds=exponential_backoff(2), cache_policy=NO_CACHE)
+def read_velero_backups(velero: VeleroConfig):
+    from maint.tasks.kubernetes import list_velero_objects
+
+    return list_velero_objects(velero.namespace, context=velero.context)
+
+
+def add_managed_backup_findings(report: Report, config: MaintConfig, cloud_sql: list, velero) -> None:
+    """The Cloud SQL and Velero checks' findings, judged at one `now` once their reads are back."""
+    from maint.cloud_sql import assess_cloud_sql, cloud_sql_unreadable
+    from maint.velero import assess_velero, velero_unreadable
+
+    now = utcnow()
+    for instance, read in zip(config.cloud_sql, cloud_sql):
+        try:
+            state = read.result()
+        except MaintError as exc:
+            report.add(cloud_sql_unreadable(instance, exc))
+            continue
+        for finding in assess_cloud_sql(instance, state, now):
+            report.add(finding)
+    if velero is not None:
+        try:
+            objects = velero.result()
+        except MaintError as exc:
+            report.add(velero_unreadable(config.velero, exc))
+            return
+        for finding in assess_velero(config.velero, objects.backups, objects.locations, objects.schedules, now):
+            report.add(finding)
 
 
 def open_pages_of(store: str | None, config: MaintConfig) -> PageScope:
@@ -130,10 +181,11 @@ def _listing_hint(exc: MaintError, store: BackupStoreConfig) -> str:
 # --- fan-out: one child run per store ---------------------------------------------------------------
 
 def verify_each_store_in_a_child_run(report: Report, config: MaintConfig, config_path: str | None,
-                                     stores: list[BackupStoreConfig], deployment: str) -> Any:
+                                     stores: list[BackupStoreConfig], deployment: str, cloud_sql: list,
+                                     velero) -> Any:
     """The parent of a fan-out: start every child, wait for them all, one finding per store. The
-    children paged their own findings, so this run triggers no page (its completion still
-    resolves a page of its own earlier failure)."""
+    children paged their own findings, so this run pages none of its `child-run` findings; the
+    Cloud SQL and Velero checks it made itself page as in any run."""
     wait_at_most = config.dead_mans_switch.stuck_after * CHILD_WAIT_SHARE
     child_ids = start_child_runs(deployment, stores, config_path)
     children = wait_for_child_runs(child_ids, report.started_at + wait_at_most)
@@ -142,7 +194,8 @@ def verify_each_store_in_a_child_run(report: Report, config: MaintConfig, config
         report.add(assess_child_run(store_config, child, waited))
     report.details["child runs"] = [{"store": s.name, "flow run": c.name, "state": c.state_name}
                                     for s, c in zip(stores, children)]
-    return finish_duty(report, config, paging=PageScope(pages=False))
+    add_managed_backup_findings(report, config, cloud_sql, velero)
+    return finish_duty(report, config, paging=PageScope(unpaged_checks=(CHILD_RUN_CHECK,)))
 
 
 def this_deployment() -> str | None:

@@ -11,6 +11,7 @@ import re
 from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from cronsim import CronSim, CronSimError
@@ -192,6 +193,55 @@ class KubernetesConfig(_Section):
     context: str | None = None
 
 
+class RedisConfig(_Section):
+    """A Redis server the morning check PINGs and reads INFO from (redis-py)."""
+
+    url: Annotated[str, Field(pattern=r"^rediss?://[^\s]+$")] | None = None  # redis://host:port/db; rediss:// is TLS
+    host: Name | None = None  # or host and port instead of url
+    port: Port = 6379
+    db: NonNegativeInt = 0
+    username: str | None = None  # Redis 6 ACL user; default: the `default` user
+    password_env: EnvName | None = None
+    tls: bool = False
+    ca_file: str = ""  # PEM bundle to trust for TLS instead of the system store
+    protocol: Literal[2, 3] = 2  # RESP2 or RESP3
+    max_latency: Duration = timedelta(milliseconds=100)  # PING slower than this is a warning
+    timeout: Duration = timedelta(seconds=5)
+    memory_warning: Share = 0.80  # used_memory / maxmemory
+    memory_critical: Share = 0.95
+    clients_warning: Share = 0.80  # connected_clients / maxclients
+
+    @model_validator(mode="after")
+    def _url_or_host(self) -> "RedisConfig":
+        if (self.url is None) == (self.host is None):
+            raise ValueError("url, host: give url (redis://host:port/db) or host (with port), not both")
+        if self.memory_warning > self.memory_critical:
+            raise ValueError("memory_warning: must not be above memory_critical")
+        return self
+
+    @property
+    def address(self) -> str:
+        """How findings name the server: host:port/db, never a password in a URL."""
+        if self.url is not None:
+            parts = urlsplit(self.url)
+            db = parts.path.lstrip("/") or "0"
+            return f"{parts.hostname}:{parts.port or 6379}/{db}"
+        return f"{self.host}:{self.port}/{self.db}"
+
+
+class AlertmanagerConfig(_Section):
+    """An Alertmanager whose firing alerts the morning check reads (the v2 API)."""
+
+    url: Annotated[str, Field(pattern=r"^https?://[^/\s]+")]
+    matchers: list[Name] = []  # Alertmanager filter matchers, e.g. 'team="sre"', 'severity=~"critical|page"'
+    severity_label: Name = "severity"  # the alert label that says how bad it is
+    critical_values: list[Name] = ["critical", "page"]  # label values that are a critical finding
+    warning_values: list[Name] = ["warning"]  # others (and no label) are a warning too, unless ignored
+    ignore_values: list[Name] = ["info", "none"]  # label values reported as ok (counted, never paged)
+    timeout: Duration = timedelta(seconds=10)
+    ca_file: str = ""
+
+
 class HealthCheckConfig(_Section):
     databases: list[Name] = []
     statement_timeout: Duration = timedelta(seconds=5)  # for maint's own monitoring queries
@@ -204,6 +254,8 @@ class HealthCheckConfig(_Section):
     endpoints: list[EndpointConfig] = []
     kubernetes: KubernetesConfig | None = None
     sql_checks: list[SqlCheckConfig] = []
+    redis: list[RedisConfig] = []
+    alertmanager: list[AlertmanagerConfig] = []
 
 
 class VacuumConfig(_Section):
@@ -215,6 +267,16 @@ class VacuumConfig(_Section):
     lock_timeout: Duration = timedelta(seconds=2)
     window: Duration = timedelta(hours=2)
     jobs: PositiveInt = 1
+
+
+class QueryReviewConfig(_Section):
+    """The weekly review of the slowest queries, from pg_stat_statements, week over week."""
+
+    databases: list[Name] = []
+    top: PositiveInt = 10  # queries listed by total and by mean execution time
+    slower_warning: Annotated[float, Field(gt=1)] = 3.0  # mean time this many times last review's: a warning
+    min_calls: PositiveInt = 10  # queries called fewer times since the last review are not compared
+    statement_timeout: Duration = timedelta(seconds=30)
 
 
 class ScratchSettings(_Section):
@@ -330,6 +392,7 @@ class MaintConfig(_Section):
     certificates: list[CertificateConfig] = []
     cloud_sql: list[CloudSqlConfig] = []
     velero: VeleroConfig | None = None
+    query_review: QueryReviewConfig | None = None
     schedules: dict[str, Cron] = {}
     locks: LocksConfig = LocksConfig()
     dead_mans_switch: DeadMansSwitchConfig = DeadMansSwitchConfig()
@@ -441,7 +504,7 @@ def _reference_problems(raw: dict) -> list[str]:
                 known, what = (stores, "[[backup_stores]] entry") if key == "store" else (
                     databases, "[[databases]] entry")
                 expect(f"{section}.{key}", body.get(key), known, what)
-    for section in ("health_check", "vacuum"):
+    for section in ("health_check", "vacuum", "query_review"):
         body = raw.get(section)
         if isinstance(body, dict) and isinstance(body.get("databases"), list):
             for j, name in enumerate(body["databases"]):

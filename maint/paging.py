@@ -70,13 +70,20 @@ class PageScope:
     same findings' pages in; this run resolves or triggers those keys again and moves them into its
     own list, so switching between the shapes leaves no page behind. A run's own failure page (the
     `flow-run` key) is never adopted: only a run of the same shape resolves it.
-    `pages` False: the findings are paged by other runs (a fan-out parent's children); the run
-    triggers nothing, and its completion only resolves its own failure page.
+    `pages` False: the findings are paged by other runs; the run triggers nothing, and its
+    completion only resolves its own failure page. `unpaged_checks`: the same for some checks
+    only (a fan-out parent's `child-run` findings, whose children page their own), while the
+    run's other findings page as usual.
     """
 
     scope: str | None = None
     adopt_from: tuple[str | None, ...] = ()
     pages: bool = True
+    unpaged_checks: tuple[str, ...] = ()
+
+    def paged(self, findings: list) -> list:
+        """The findings this run pages (triggers and resolves) itself."""
+        return [f for f in findings if f.check not in self.unpaged_checks] if self.pages else []
 
     @property
     def lists(self) -> tuple[str | None, ...]:

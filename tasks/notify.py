@@ -128,7 +128,7 @@ def _page_on_call(notifier: Notifier, report: Report, flow_run_url: str | None, 
                   paging: PageScope) -> PagePlan:
     # A run that got this far completed: it resolves a page left by an earlier failed run.
     run_completed = Finding(RUN_FAILED_CHECK, report.duty, Severity.OK, "run completed")
-    findings = report.findings if paging.pages else []
+    findings = paging.paged(report.findings)
     lists = {name: load_open_pages(report.duty, name) for name in paging.lists}
     reported = {dedup_key(report.duty, f.check, f.subject) for f in findings}
     open_before = open_pages_in_view(paging, lists, reported)

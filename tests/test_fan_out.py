@@ -96,6 +96,15 @@ def test_a_run_of_one_store_plans_over_its_own_list_and_its_own_findings_only():
     assert PageScope(pages=False).lists == (None,)
 
 
+def test_a_fan_out_parent_pages_its_own_checks_but_not_its_childrens_outcomes():
+    child = Finding("child-run", STORE.url, Severity.CRITICAL, "child run x Failed: ...")
+    cloud_sql = Finding("cloud-sql-backups", "acme-prod:acme-db", Severity.CRITICAL, "no backup run in 30h")
+    parent = PageScope(unpaged_checks=("child-run",))
+    assert parent.paged([child, cloud_sql]) == [cloud_sql], "the child paged its own findings"
+    assert PageScope(pages=False).paged([child, cloud_sql]) == []
+    assert PageScope().paged([child, cloud_sql]) == [child, cloud_sql]
+
+
 # --- open pages against the harness: the race, and who resolves what --------------------------------
 
 @system_fixture
