@@ -52,6 +52,11 @@ class TransientStorageError(StorageError, TransientError):
     pass
 
 
+class ChecksumMismatch(StorageError):
+    """The bytes read back do not match the checksum the store holds for the object: it is
+    corrupt (bit rot, or changed under the store). Never retried: reading again gives the same."""
+
+
 class DeleteRefused(StorageError):
     """The store would not delete an object (a hold, a retention lock, or it changed meanwhile):
     reported and skipped, never an error of the run."""

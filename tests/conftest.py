@@ -278,6 +278,68 @@ def gcs_bucket(gcs_client):
     return bucket
 
 
+@system_fixture(scope="session")
+def s3_server():
+    """moto's S3 in this process (so that a test can reach its backend: `rot_s3_object`), one for
+    the session; tests keep apart by each using buckets of its own (`s3_bucket`)."""
+    import logging
+
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # not a line per request
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    server.url = f"http://127.0.0.1:{port}"
+    yield server
+    server.stop()
+
+
+S3_REGION = "eu-west-1"
+
+
+@pytest.fixture
+def s3_credentials(s3_server, monkeypatch):
+    """moto's fake credentials, through boto3's standard chain, for this test only."""
+    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")  # never ask an instance for a role
+
+
+def _make_s3_bucket(s3_server, **create) -> types.SimpleNamespace:
+    import boto3
+
+    client = boto3.client("s3", endpoint_url=s3_server.url, region_name=S3_REGION)
+    name = f"maint-test-{uuid.uuid4().hex[:12]}"
+    client.create_bucket(Bucket=name, CreateBucketConfiguration={"LocationConstraint": S3_REGION}, **create)
+    return types.SimpleNamespace(name=name, client=client, endpoint_url=s3_server.url, region=S3_REGION)
+
+
+@pytest.fixture
+def s3_bucket(s3_server, s3_credentials):
+    """A new versioned bucket: `.name`, `.client` (boto3, for the test's own setup and checks)."""
+    bucket = _make_s3_bucket(s3_server)
+    bucket.client.put_bucket_versioning(Bucket=bucket.name, VersioningConfiguration={"Status": "Enabled"})
+    return bucket
+
+
+@pytest.fixture
+def s3_locked_bucket(s3_server, s3_credentials):
+    """A new bucket with Object Lock enabled (and so versioned), without default retention."""
+    return _make_s3_bucket(s3_server, ObjectLockEnabledForBucket=True)
+
+
+def rot_s3_object(bucket: str, key: str, data: bytes) -> None:
+    """Replace the current version's bytes inside moto, leaving its metadata (CRC32C, ETag, size,
+    VersionId) as they were: bit rot at rest, which no API call can produce."""
+    from moto.core import DEFAULT_ACCOUNT_ID
+    from moto.s3.models import s3_backends
+
+    s3_backends[DEFAULT_ACCOUNT_ID]["aws"].get_object(bucket, key).value = data
+
+
 @pytest.fixture
 def db_password(pg, monkeypatch):
     monkeypatch.setenv(DB_PASSWORD_ENV, pg.password)
