@@ -72,3 +72,19 @@ class NotificationError(MaintError):
 
 class KubernetesError(MaintError):
     """The Kubernetes API could not be reached or refused us: names the server and namespace."""
+
+
+class CloudSqlError(MaintError):
+    """The Cloud SQL Admin API could not be reached or refused us: names project:instance and the
+    cause, never a token; `hint` is the next step (the role to grant, the name to check)."""
+
+    def __init__(self, message: str, hint: str = ""):
+        super().__init__(message)
+        self.hint = hint
+
+    def __reduce__(self):  # results are pickled: keep the hint through a round trip
+        return (type(self), (str(self), self.hint))
+
+
+class TransientCloudSqlError(CloudSqlError, TransientError):
+    """The Admin API was unreachable or answered 429/5xx: the same read may succeed in a moment."""
