@@ -30,17 +30,23 @@ from maint.report import Finding, Report, Severity
 from maint.tasks.environment import config_path, load_config
 
 # Where Prefect logs the exception a Failed run ends with: the run's logger, the engine's
-# (`python -m prefect.engine` under a worker) and the runner's (`maint serve`).
-ENGINE_LOGGERS = ("prefect.flow_runs", "prefect.engine", "prefect.flow_engine", "prefect.runner")
+# (`python -m prefect.engine` under a worker) and the runner's (`maint serve`); and where it logs
+# a task run's (`prefect.task_runs`).
+ENGINE_LOGGERS = ("prefect.flow_runs", "prefect.engine", "prefect.flow_engine", "prefect.runner",
+                  "prefect.task_runs")
 
 
 class _CriticalReportIsNotACrash(logging.Filter):
-    """A critical report is the product working: log its one-line reason, not a traceback."""
+    """A critical report is the product working: log its one-line reason, not a traceback. Nor
+    does any other MaintError get one: it is an expected failure (a lock_timeout, a refused
+    connection) whose message says what happened, and the report has it as a finding; a
+    traceback on stderr would only look like maint itself had broken."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
         if isinstance(exc, CriticalReport):
             record.msg, record.args = "%s: %s", (type(exc).__name__, exc)
+        if isinstance(exc, MaintError):
             record.exc_info, record.exc_text, record.stack_info = None, None, None
         return True
 

@@ -12,6 +12,8 @@ the others):
 
 from __future__ import annotations
 
+import secrets
+
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 from prefect.tasks import exponential_backoff
@@ -34,15 +36,15 @@ def check_endpoints(endpoints: list[EndpointConfig]) -> list[EndpointResult]:
 
 @task(name="check-database", retries=1, retry_delay_seconds=exponential_backoff(1),
       retry_condition_fn=is_transient, cache_policy=NO_CACHE)
-def check_database(db: DatabaseConfig, hc: HealthCheckConfig) -> ServerHealth:
+def check_database(db: DatabaseConfig, hc: HealthCheckConfig, application_name: str) -> ServerHealth:
     return postgres.server_health(db, long_query=hc.long_query, idle_in_transaction=hc.idle_in_transaction,
                                   blocked=hc.blocked, statement_timeout=hc.statement_timeout,
-                                  lock_timeout=hc.lock_timeout)
+                                  lock_timeout=hc.lock_timeout, application_name=application_name)
 
 
 @task(name="run-sql-check", cache_policy=NO_CACHE)
-def run_sql_check(check: SqlCheckConfig, db: DatabaseConfig) -> SqlCheckResult:
-    return postgres.run_sql_check(db, check.sql, check.timeout)
+def run_sql_check(check: SqlCheckConfig, db: DatabaseConfig, application_name: str) -> SqlCheckResult:
+    return postgres.run_sql_check(db, check.sql, check.timeout, application_name=application_name)
 
 
 @task(name="list-pods", retries=1, retry_delay_seconds=exponential_backoff(1), cache_policy=NO_CACHE)
@@ -65,9 +67,12 @@ def health_check(config_path: str | None = None) -> dict:
     report = start_report("health-check")
     now = utcnow()
 
+    # Every connection of this run carries this name, and the connection count leaves them out.
+    ours = f"maint health-check {secrets.token_hex(4)}"
     endpoints = check_endpoints.submit(quote(hc.endpoints))
-    databases = {name: check_database.submit(config.database(name), quote(hc)) for name in hc.databases}
-    data_checks = [(check, run_sql_check.submit(check, config.database(check.database))) for check in hc.sql_checks]
+    databases = {name: check_database.submit(config.database(name), quote(hc), ours) for name in hc.databases}
+    data_checks = [(check, run_sql_check.submit(check, config.database(check.database), ours))
+                   for check in hc.sql_checks]
     pods = list_pods.submit(hc.kubernetes) if hc.kubernetes else None
 
     for endpoint, result in zip(hc.endpoints, endpoints.result()):

@@ -315,6 +315,17 @@ def _wait_until_past_the_thresholds(server: ThrowawayPostgres) -> None:
              f"pg_stat_activity shows (state, running, in state, blocked) {seen}")
 
 
+def _logs_once_they_name(flow_run_id: str, words: str) -> list | None:
+    """The flow run's logs as the Prefect API has them, once one names `words` (they are sent in
+    batches, after the run)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
+    with get_client(sync_client=True) as client:
+        logs = client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])))
+    return logs if any(words in log.message for log in logs) else None
+
+
 def _swallow(conn, query):
     try:
         conn.execute(query)
@@ -323,10 +334,20 @@ def _swallow(conn, query):
 
 
 def test_connections_near_the_limit(prefect_harness, small_pg, tmp_path, capsys, monkeypatch):
+    """check_postgres' figure on the same sessions: maint's own connection and its SQL checks',
+    open at the same moment, are never counted (they once made 8 sessions read as 10, critical)."""
     monkeypatch.setenv(PASSWORD_ENV, MONITOR_PASSWORD)
-    held = [_app_connection(small_pg, f"pool-{i}") for i in range(7)]  # 7 + maint's own = 8 of 10 usable
+    held = [_app_connection(small_pg, f"pool-{i}") for i in range(8)]  # 8 of 10 usable
+    # The last usable slot: a data check that is still running while the sessions are counted.
+    slow_checks = """
+[[health_check.sql_checks]]
+database = "prod"
+name = "slow check"
+sql = "SELECT 1 FROM pg_sleep(1) WHERE false"
+"""
     try:
-        code, report = run_json(capsys, _config(tmp_path, _db_config(small_pg)), "health-check")
+        code, report = run_json(capsys, _config(tmp_path, _db_config(small_pg, extra_health=slow_checks)),
+                                "health-check")
     finally:
         for conn in held:
             conn.close()
@@ -396,10 +417,25 @@ database = "prod"
 name = "a slow check"
 sql = "SELECT 1 FROM pg_sleep(5)"
 timeout = "500ms"
+
+[[health_check.sql_checks]]
+database = "prod"
+name = "a check behind a lock"
+sql = "SELECT id FROM ledger WHERE amount < 0"
+timeout = "10s"
 """
     with small_pg.connect("app", autocommit=True) as conn:
         conn.execute("GRANT SELECT, INSERT ON orders, accounts TO maint_monitor")
-    code, report = run_json(capsys, _config(tmp_path, _db_config(small_pg, extra_health=checks)), "health-check")
+        conn.execute("CREATE TABLE IF NOT EXISTS ledger (id int, amount int)")
+        conn.execute("ALTER TABLE ledger OWNER TO app")
+        conn.execute("GRANT SELECT ON ledger TO maint_monitor")
+    locker = _app_connection(small_pg, "migration")
+    try:
+        locker.execute("LOCK TABLE ledger IN ACCESS EXCLUSIVE MODE")  # held until the rollback below
+        code, report = run_json(capsys, _config(tmp_path, _db_config(small_pg, extra_health=checks)), "health-check")
+    finally:
+        locker.rollback()
+        locker.close()
 
     found = _findings(report)
     nulls = found[("sql-check", "prod: orders without a delivery date")]
@@ -409,6 +445,12 @@ timeout = "500ms"
     assert writer["severity"] == "critical" and "read-only transaction" in writer["message"]
     slow = found[("sql-check", "prod: a slow check")]
     assert slow["severity"] == "warning" and "statement timeout" in slow["message"]
+    locked = found[("sql-check", "prod: a check behind a lock")]
+    assert locked["severity"] == "warning" and "lock timeout" in locked["message"], locked
+    # The report says what happened; the run's log says it in one line, without a traceback.
+    logs = wait_for(lambda: _logs_once_they_name(report["details"]["flow_run_id"], "lock timeout"),
+                    what="the run's logs to reach the API")
+    assert not [log.message for log in logs if "Traceback" in log.message], [log.message for log in logs]
     with small_pg.connect("app") as conn:
         assert conn.execute("SELECT count(*) FROM orders WHERE id = 99").fetchone()[0] == 0
 

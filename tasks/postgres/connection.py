@@ -118,11 +118,11 @@ def translate_query_error(db: DatabaseConfig, exc: psycopg.Error, dbname: str | 
 
 @contextmanager
 def connect(db: DatabaseConfig, *, dbname: str | None = None, autocommit: bool = False,
-            statement_timeout: timedelta | None = None,
-            lock_timeout: timedelta | None = None) -> Iterator[psycopg.Connection]:
+            statement_timeout: timedelta | None = None, lock_timeout: timedelta | None = None,
+            application_name: str = "maint") -> Iterator[psycopg.Connection]:
     """open_connection, closed on exit; psycopg errors become DatabaseError naming the database."""
     conn = open_connection(db, dbname=dbname, autocommit=autocommit, statement_timeout=statement_timeout,
-                           lock_timeout=lock_timeout)
+                           lock_timeout=lock_timeout, application_name=application_name)
     try:
         yield conn
     except psycopg.Error as exc:

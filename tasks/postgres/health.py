@@ -17,7 +17,8 @@ SELECT current_setting('server_version'),
        current_setting('max_connections')::int,
        current_setting('superuser_reserved_connections')::int
          + coalesce(current_setting('reserved_connections', true)::int, 0),
-       (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend')::int
+       (SELECT count(*) FROM pg_stat_activity
+        WHERE backend_type = 'client backend' AND application_name IS DISTINCT FROM %(own)s)::int
 """
 
 # Client backends only: autovacuum workers, walsenders and other background processes are
@@ -50,9 +51,14 @@ ORDER BY 2 DESC LIMIT 10
 
 
 def server_health(db: DatabaseConfig, *, long_query: timedelta, idle_in_transaction: timedelta,
-                  blocked: timedelta, statement_timeout: timedelta, lock_timeout: timedelta) -> ServerHealth:
-    with connect(db, autocommit=True, statement_timeout=statement_timeout, lock_timeout=lock_timeout) as conn:
-        version, max_connections, reserved, clients = conn.execute(_SETTINGS).fetchone()
+                  blocked: timedelta, statement_timeout: timedelta, lock_timeout: timedelta,
+                  application_name: str = "maint health-check") -> ServerHealth:
+    """`application_name`: the one this run's connections carry (this one and its SQL checks'),
+    never counted as clients: a check must not count itself, or a figure near the limit would
+    depend on how many of its own connections happened to be open at that instant."""
+    with connect(db, autocommit=True, statement_timeout=statement_timeout, lock_timeout=lock_timeout,
+                 application_name=application_name) as conn:
+        version, max_connections, reserved, clients = conn.execute(_SETTINGS, {"own": application_name}).fetchone()
         rows = conn.execute(_SESSIONS).fetchall()
         queries = {row[0]: row[6] or "" for row in rows}
         long_queries, idle, waiting = [], [], []
@@ -72,9 +78,11 @@ def server_health(db: DatabaseConfig, *, long_query: timedelta, idle_in_transact
                         largest_tables=largest)
 
 
-def run_sql_check(db: DatabaseConfig, query: str, timeout: timedelta, first: int = 5) -> SqlCheckResult:
+def run_sql_check(db: DatabaseConfig, query: str, timeout: timedelta, first: int = 5,
+                  application_name: str = "maint health-check") -> SqlCheckResult:
     """A data check in a READ ONLY transaction: it can look, never change."""
-    with connect(db, statement_timeout=timeout, lock_timeout=min(timeout, timedelta(seconds=5))) as conn:
+    with connect(db, statement_timeout=timeout, lock_timeout=min(timeout, timedelta(seconds=5)),
+                 application_name=application_name) as conn:
         conn.execute("SET TRANSACTION READ ONLY")
         cursor = conn.execute(query)
         columns = [c.name for c in cursor.description or []]
