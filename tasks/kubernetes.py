@@ -1,4 +1,5 @@
-"""Kubernetes: list the pods of some namespaces with the official client, as `PodInfo`.
+"""Kubernetes: list the pods of some namespaces with the official client, as `PodInfo`; and
+Velero's custom objects (velero.io/v1 Backups, BackupStorageLocations, Schedules) as plain dicts.
 
 Configuration is found the way kubectl finds it: `$KUBECONFIG` (read at call time, a
 colon-separated list), else `~/.kube/config`, else the pod's service account when running in a
@@ -18,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import urllib3
@@ -26,6 +28,7 @@ from kubernetes.config import ConfigException, load_incluster_config, load_kube_
 
 from maint.errors import KubernetesError
 from maint.pods import PodInfo, pod_info_from_json
+from maint.velero import backup_from_json, location_from_json, schedule_from_json
 
 PAGE_SIZE = 500  # kubectl's --chunk-size
 # Connection failures are retried twice at once (a load balancer blip); a request that was sent
@@ -188,3 +191,90 @@ def _network_reason(exc: Exception, timeout: float) -> str:
     if isinstance(reason, urllib3.exceptions.ProtocolError):
         return f"connection broken: {reason.args[0] if reason.args else reason}"
     return str(reason) or reason.__class__.__name__
+
+
+# --- Velero's custom objects ---------------------------------------------------------------------
+
+VELERO_GROUP, VELERO_VERSION = "velero.io", "v1"
+_VELERO_PLURALS = {"backups": ("BackupList", backup_from_json),
+                   "backupstoragelocations": ("BackupStorageLocationList", location_from_json),
+                   "schedules": ("ScheduleList", schedule_from_json)}
+
+
+@dataclass(frozen=True)
+class VeleroObjects:
+    """One namespace's velero.io/v1 objects as the API's JSON items (plain dicts), for
+    `maint.velero.assess_velero`."""
+
+    backups: list[dict]
+    locations: list[dict]  # BackupStorageLocations
+    schedules: list[dict]
+
+
+def list_velero_objects(namespace: str, context: str | None = None, timeout_seconds: float = 10) -> VeleroObjects:
+    """Velero's Backups, BackupStorageLocations and Schedules in `namespace` (listed concurrently,
+    in pages), each item checked to parse as what it claims to be.
+
+    Raises KubernetesError naming the server and namespace: Velero's CRDs are not installed (a 404
+    on the resource), the RBAC rule that is missing (a 403), or the namespace does not exist (all
+    three lists empty and the namespace reads as 404, as the pod listing checks it)."""
+    configuration = load_configuration(context)
+    server = configuration.host
+    api_client = k8s.ApiClient(configuration)
+    api_client.user_agent = "maint/backup-verification"
+    try:
+        api = k8s.CustomObjectsApi(api_client)
+        with ThreadPoolExecutor(max_workers=len(_VELERO_PLURALS), thread_name_prefix="list-velero") as pool:
+            listed = list(pool.map(lambda plural: _list_velero(api, server, namespace, plural, timeout_seconds),
+                                   _VELERO_PLURALS))
+        if not any(listed):
+            _namespace_must_exist(k8s.CoreV1Api(api_client), server, namespace, timeout_seconds)
+    finally:
+        api_client.close()
+        api_client.rest_client.close()
+    return VeleroObjects(*listed)
+
+
+def _list_velero(api: k8s.CustomObjectsApi, server: str, namespace: str, plural: str, timeout: float) -> list[dict]:
+    kind, parse = _VELERO_PLURALS[plural]
+    items: list[dict] = []
+    token: str | None = None
+    while True:
+        kwargs = {"_continue": token} if token else {}
+        try:
+            body = _get(server, namespace, timeout, lambda: api.list_namespaced_custom_object(
+                VELERO_GROUP, VELERO_VERSION, namespace, plural, limit=PAGE_SIZE, _preload_content=False,
+                _request_timeout=timeout, **kwargs))
+        except _NotFound as exc:
+            raise KubernetesError(f"Velero's CRDs are not installed on {server} (no {VELERO_GROUP}/{VELERO_VERSION} "
+                                  f"{plural}; namespace {namespace!r}): install Velero, or check [velero].context "
+                                  "names the cluster it runs in") from exc
+        except _Forbidden as exc:
+            raise KubernetesError(
+                f"the Kubernetes API at {server} (namespace {namespace!r}) forbids listing Velero's {plural} "
+                f"(403 Forbidden): {_status_message(getattr(exc.__cause__, 'body', None))}; grant a Role rule in "
+                f"namespace {namespace!r}: apiGroups [{VELERO_GROUP}], resources [backups, backupstoragelocations, "
+                "schedules], verbs [get, list]") from exc
+        try:
+            document = json.loads(body)
+            for item in document["items"] or []:
+                item.setdefault("metadata", {}).setdefault("namespace", namespace)
+                parse(item, namespace)
+                items.append(item)
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise KubernetesError(f"{server}: listing {VELERO_GROUP} {plural} in namespace {namespace!r}: the answer "
+                                  f"is not a Velero {kind} ({exc.__class__.__name__}: {exc})") from exc
+        token = (document.get("metadata") or {}).get("continue")
+        if not token:
+            return items
+
+
+def _namespace_must_exist(api: k8s.CoreV1Api, server: str, namespace: str, timeout: float) -> None:
+    try:
+        _get(server, namespace, timeout, lambda: api.read_namespace(
+            namespace, _preload_content=False, _request_timeout=timeout))
+    except _Forbidden:
+        pass  # allowed to list Velero's objects but not to read namespaces: trust the empty lists
+    except _NotFound as exc:
+        raise KubernetesError(f"namespace {namespace!r} does not exist on {server}: "
+                              "check [velero].namespace and [velero].context") from exc

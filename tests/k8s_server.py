@@ -75,7 +75,7 @@ class Role:
         if namespace is not None and verb in self.rules.get(resource, ()):
             return
         plural, _, sub = resource.partition("/")
-        group = "batch" if RESOURCES.get(plural, ("",))[0] == "/apis/batch/v1" else ""
+        group = group_of(plural)
         what = f"{plural}.{group}" if group else plural
         named = f' "{name}"' if name else ""
         where = f'in the namespace "{namespace}"' if namespace is not None else "at the cluster scope"
@@ -109,9 +109,22 @@ RESOURCES = {
     "events": ("/api/v1", "Event", True, ("create", "list")),
     "namespaces": ("/api/v1", "Namespace", False, ("get",)),
     "jobs": ("/apis/batch/v1", "Job", True, ("create", "get", "list", "watch", "delete")),
+    # Velero's CRDs: served only by a server given `custom_objects` (else a 404, as without Velero).
+    "backups": ("/apis/velero.io/v1", "Backup", True, ("get", "list")),
+    "backupstoragelocations": ("/apis/velero.io/v1", "BackupStorageLocation", True, ("get", "list")),
+    "schedules": ("/apis/velero.io/v1", "Schedule", True, ("get", "list")),
 }
 SUBRESOURCES = {"pods/log": ("get",)}
-API_VERSION = {"/api/v1": "v1", "/apis/batch/v1": "batch/v1"}
+API_VERSION = {"/api/v1": "v1", "/apis/batch/v1": "batch/v1", "/apis/velero.io/v1": "velero.io/v1"}
+CUSTOM_PREFIXES = ("/apis/velero.io/v1",)  # API groups that exist only once their CRDs are installed
+
+
+def group_of(plural: str) -> str:
+    """The API group of a resource ("" for the core group), as RBAC and Status details name it."""
+    prefix = RESOURCES.get(plural, ("",))[0]
+    return prefix.split("/")[2] if prefix.startswith("/apis/") else ""
+
+
 _VERB_OF = {"POST": "create", "DELETE": "delete", "PUT": "update", "PATCH": "patch"}
 WATCH_BOOKMARK_SECONDS = 30.0
 WATCH_MAX_SECONDS = 600.0  # a real server closes a watch after a random 30-60 min; clients reconnect
@@ -123,13 +136,17 @@ class KubeApiServer:
     its pod list instead (403 for RBAC, 500...). `delay` seconds before every answer.
     `forbid_namespace_read`: reading a Namespace object is 403, as for a namespaced Role.
     `tls`: an `ssl.SSLContext` to serve HTTPS with. `roles`: more bearer tokens, each bound to a
-    `Role` (what it may do inside a namespace; nothing at the cluster scope); `token` may do all."""
+    `Role` (what it may do inside a namespace; nothing at the cluster scope); `token` may do all.
+    `custom_objects`: Velero's objects (see `velero_backup`, `velero_location`, `velero_schedule`),
+    listed under /apis/velero.io/v1 with their namespaces made to exist; None (the default): the
+    velero.io CRDs are not installed, so those paths are a 404 and discovery does not list them."""
 
     def __init__(self, pods: dict[str, list[dict]], *, token: str | None = None,
                  fail: dict[str, int] | None = None, delay: float = 0.0,
                  forbid_namespace_read: bool = False, tls: ssl.SSLContext | None = None,
-                 roles: dict[str, Role] | None = None):
+                 roles: dict[str, Role] | None = None, custom_objects: list[dict] | None = None):
         self.pods = pods
+        self.custom_prefixes = CUSTOM_PREFIXES if custom_objects is not None else ()
         self.token = token
         self.roles = dict(roles or {})
         self.fail = dict(fail or {})
@@ -147,6 +164,11 @@ class KubeApiServer:
         self.warnings: list[tuple[str, str]] = []  # (path, warning) sent in Warning headers
         self.pod_logs: dict[tuple[str, str], str] = {}
         self.closing = False
+        plural_of = {(RESOURCES[p][0], RESOURCES[p][1]): p for p in RESOURCES}
+        for obj in custom_objects or []:
+            plural = plural_of[("/apis/" + obj["apiVersion"], obj["kind"])]
+            self.add_namespace(obj["metadata"]["namespace"])
+            self.objects[(plural, obj["metadata"]["namespace"], obj["metadata"]["name"])] = copy.deepcopy(obj)
         api = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -262,11 +284,11 @@ class KubeApiServer:
         if (self.token is not None or self.roles) and role is None and bearer != self.token:
             return 401, status_json(401, "Unauthorized", "Unauthorized"), {}
         path = "/" + path.strip("/")
-        if path in ("/version", "/api", "/apis", "/api/v1", "/apis/batch/v1"):
+        if path in ("/version", "/api", "/apis", "/api/v1", "/apis/batch/v1", *self.custom_prefixes):
             if method != "GET":
                 raise self._not_allowed(method, path)
             return 200, self.discovery(path), {}
-        for prefix in ("/api/v1", "/apis/batch/v1"):
+        for prefix in ("/api/v1", "/apis/batch/v1", *self.custom_prefixes):
             if path.startswith(prefix + "/"):
                 rest = path[len(prefix) + 1:].split("/")
                 break
@@ -335,9 +357,12 @@ class KubeApiServer:
             return {"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": [
                 {"clientCIDR": "0.0.0.0/0", "serverAddress": f"127.0.0.1:{self.port}"}]}
         if path == "/apis":
-            version = {"groupVersion": "batch/v1", "version": "v1"}
-            return {"kind": "APIGroupList", "apiVersion": "v1", "groups": [
-                {"name": "batch", "versions": [version], "preferredVersion": version}]}
+            groups = []
+            for prefix in ("/apis/batch/v1", *self.custom_prefixes):
+                version = {"groupVersion": API_VERSION[prefix], "version": "v1"}
+                groups.append({"name": API_VERSION[prefix].split("/")[0], "versions": [version],
+                               "preferredVersion": version})
+            return {"kind": "APIGroupList", "apiVersion": "v1", "groups": groups}
         resources = []
         for plural, (prefix, kind, namespaced, verbs) in RESOURCES.items():
             if prefix == path:
@@ -358,7 +383,7 @@ class KubeApiServer:
                         f"resource ({method} {path} is not implemented by this test server)", {})
 
     def _missing(self, plural: str, name: str) -> ApiError:
-        group = "batch" if RESOURCES[plural][0] == "/apis/batch/v1" else ""
+        group = group_of(plural)
         what = f"{plural}.{group}" if group else plural
         return ApiError(404, "NotFound", f'{what} "{name}" not found',
                         {"name": name, "kind": plural, **({"group": group} if group else {})})
@@ -1149,3 +1174,99 @@ def pods_in_every_state(namespace: str = "default") -> dict[str, dict]:
     for body in states.values():
         body["metadata"]["namespace"] = namespace
     return states
+
+
+# --- Velero JSON ---------------------------------------------------------------------------------
+
+def _velero_metadata(name: str, namespace: str, created: datetime, labels: dict[str, str]) -> dict:
+    uid = str(uuid.uuid5(uuid.NAMESPACE_URL, f"velero/{namespace}/{name}"))
+    return {"name": name, "namespace": namespace, "uid": uid,
+            "resourceVersion": "884211", "generation": 3, "creationTimestamp": ts(created), "labels": labels}
+
+
+def velero_backup(name: str, phase: str, *, started: datetime | None, completed: datetime | None,
+                  schedule: str | None = None, errors: int = 0, warnings: int = 0, namespace: str = "velero",
+                  storage_location: str = "default", created: datetime | None = None,
+                  expiration: datetime | None = None, failure_reason: str | None = None,
+                  validation_errors: tuple[str, ...] = (), volume_snapshots: tuple[int, int] | None = None,
+                  csi_snapshots: tuple[int, int] | None = None,
+                  item_operations: tuple[int, int, int] | None = None, hooks: tuple[int, int] | None = None,
+                  items: int = 1843) -> dict:
+    """A Backup as `kubectl -n velero get backup NAME -o json` prints it (Velero 1.15). Counts are
+    (attempted, completed), item operations (attempted, completed, failed), hooks (attempted,
+    failed); a zero count is left out, as Velero's `omitempty` does."""
+    created = created or started or completed or ago(hours=1)
+    labels = {"velero.io/storage-location": storage_location}
+    if schedule:
+        labels["velero.io/schedule-name"] = schedule
+    status: dict[str, Any] = {"phase": phase, "version": 1, "formatVersion": "1.1.0"}
+    if phase != "FailedValidation":
+        status["expiration"] = ts(expiration or created + timedelta(days=30))
+    if started is not None:
+        status["startTimestamp"] = ts(started)
+    if completed is not None:
+        status["completionTimestamp"] = ts(completed)
+        status["progress"] = {"itemsBackedUp": items, "totalItems": items}
+    elif started is not None:
+        status["progress"] = {"itemsBackedUp": items // 3, "totalItems": items}
+    counts = {"errors": errors, "warnings": warnings}
+    for keys, values in ((("volumeSnapshotsAttempted", "volumeSnapshotsCompleted"), volume_snapshots),
+                         (("csiVolumeSnapshotsAttempted", "csiVolumeSnapshotsCompleted"), csi_snapshots),
+                         (("backupItemOperationsAttempted", "backupItemOperationsCompleted",
+                           "backupItemOperationsFailed"), item_operations)):
+        counts.update(zip(keys, values or ()))
+    status.update({k: v for k, v in counts.items() if v})
+    if hooks is not None:
+        status["hookStatus"] = {k: v for k, v in zip(("hooksAttempted", "hooksFailed"), hooks) if v}
+    if failure_reason:
+        status["failureReason"] = failure_reason
+    if validation_errors:
+        status["validationErrors"] = list(validation_errors)
+    return {"apiVersion": "velero.io/v1", "kind": "Backup",
+            "metadata": _velero_metadata(name, namespace, created, labels) | {
+                "annotations": {"velero.io/source-cluster-k8s-gitversion": "v1.31.4",
+                                "velero.io/source-cluster-k8s-major-version": "1",
+                                "velero.io/source-cluster-k8s-minor-version": "31"}},
+            "spec": {"csiSnapshotTimeout": "10m0s", "defaultVolumesToFsBackup": False, "hooks": {},
+                     "includedNamespaces": ["*"], "itemOperationTimeout": "4h0m0s", "metadata": {},
+                     "snapshotMoveData": False, "storageLocation": storage_location, "ttl": "720h0m0s",
+                     "volumeSnapshotLocations": ["default"]},
+            "status": status}
+
+
+def velero_location(name: str = "default", phase: str | None = "Available", *, default: bool = True,
+                    namespace: str = "velero", bucket: str = "acme-velero", prefix: str | None = None,
+                    message: str | None = None, validated: datetime | None = None) -> dict:
+    """A BackupStorageLocation as `kubectl -n velero get backupstoragelocation NAME -o json`
+    prints it. `phase` None: not validated yet (no status)."""
+    storage = {"bucket": bucket} | ({"prefix": prefix} if prefix else {})
+    status: dict[str, Any] = {}
+    if phase is not None:
+        status = {"phase": phase, "lastValidationTime": ts(validated or ago(seconds=40)),
+                  "lastSyncedTime": ts(validated or ago(seconds=40))}
+        if message:
+            status["message"] = message
+    return {"apiVersion": "velero.io/v1", "kind": "BackupStorageLocation",
+            "metadata": _velero_metadata(name, namespace, ago(days=90), {"component": "velero"}),
+            "spec": {"provider": "velero.io/gcp", "objectStorage": storage, "default": default,
+                     "accessMode": "ReadWrite", "credential": {"name": "cloud-credentials", "key": "cloud"}},
+            "status": status}
+
+
+def velero_schedule(name: str, *, cron: str = "0 1 * * *", paused: bool = False, phase: str = "Enabled",
+                    last_backup: datetime | None = None, namespace: str = "velero", created: datetime | None = None,
+                    validation_errors: tuple[str, ...] = ()) -> dict:
+    """A Schedule as `kubectl -n velero get schedule NAME -o json` prints it."""
+    status: dict[str, Any] = {"phase": phase}
+    if last_backup is not None:
+        status["lastBackup"] = ts(last_backup)
+    if validation_errors:
+        status["validationErrors"] = list(validation_errors)
+    spec: dict[str, Any] = {"schedule": cron, "useOwnerReferencesInBackup": False, "template": {
+        "includedNamespaces": ["*"], "storageLocation": "default", "ttl": "720h0m0s", "snapshotMoveData": False,
+        "csiSnapshotTimeout": "10m0s", "itemOperationTimeout": "4h0m0s", "metadata": {}, "hooks": {}}}
+    if paused:
+        spec["paused"] = True
+    return {"apiVersion": "velero.io/v1", "kind": "Schedule",
+            "metadata": _velero_metadata(name, namespace, created or ago(days=60), {}),
+            "spec": spec, "status": status}
