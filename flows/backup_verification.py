@@ -39,7 +39,7 @@ from maint.durations import format_duration
 from maint.errors import ConfigError, MaintError, StorageError
 from maint.flows._duty import (finish_duty, flow_run_url, load_duty_config, page_run_failure, start_report,
                                utcnow)
-from maint.flows.steps import list_backups, read_backup_in_one_pass
+from maint.flows.steps import list_backups, read_backup_in_one_pass, read_failure_finding
 from maint.paging import PageScope
 from maint.report import Finding, Report, Severity, name_worst
 from maint.tasks.state import record_verified
@@ -112,8 +112,7 @@ def backup_verification(config_path: str | None = None, store: str | None = None
         try:
             result = one_pass.result()
         except MaintError as exc:
-            report.add(Finding("archive", store_config.url, Severity.CRITICAL, f"{newest.url}: {exc}",
-                               "the backup could not be read back; retry, and check the store's health"))
+            report.add(read_failure_finding(store_config.url, newest, exc))
             continue
         findings = assess_integrity(store_config.url, newest, result)
         for finding in findings:
@@ -175,6 +174,8 @@ def open_pages_of(store: str | None, config: MaintConfig) -> PageScope:
 def _listing_hint(exc: MaintError, store: BackupStoreConfig) -> str:
     if isinstance(exc, StorageError) and store.url.startswith("gs://"):
         return f"check that the bucket in {store.url} exists and this host's service account may list it"
+    if isinstance(exc, StorageError) and store.url.startswith("s3://"):
+        return f"check that the bucket in {store.url} exists and this host's credentials may list its versions"
     return f"check that {store.url} exists (is the volume mounted?) and is readable"
 
 

@@ -30,7 +30,7 @@ from maint.backups import KIND_CUSTOM, KIND_SQL_GZ, BackupEntry, Manifest, Manif
 from maint.config import BackupStoreConfig, DatabaseConfig, LocksConfig, MaintConfig, SqlCheckConfig
 from maint.digests import Digests
 from maint.durations import format_bytes
-from maint.errors import MaintError
+from maint.errors import ChecksumMismatch, MaintError
 from maint.flows._duty import is_transient, utcnow
 from maint.health import assess_sql_check
 from maint.locks import held_finding, holder_label, lock_key, refused_finding, store_lock_name, unavailable_finding
@@ -105,6 +105,18 @@ def read_backup_in_one_pass(store_config: BackupStoreConfig, entry: BackupEntry)
     log.info("read %s (%s) in %.1fs", entry.url, format_bytes(digests.size_bytes), time.monotonic() - clock)
     return IntegrityResult(bytes_read=digests.size_bytes, sha256=digests.sha256, crc32c=digests.crc32c,
                            md5=digests.md5, archive_ok=ok, archive_detail=detail, checker=reader.checker)
+
+
+def read_failure_finding(store_url: str, entry: BackupEntry, exc: MaintError) -> Finding:
+    """Why a backup could not be read back in one pass. Bytes that do not match the checksum the
+    store holds are corruption, the same finding as a digest that differs from the manifest's;
+    anything else is the archive that could not be read."""
+    if isinstance(exc, ChecksumMismatch):
+        return Finding("checksum", store_url, Severity.CRITICAL, str(exc),
+                       "the backup is corrupt (bit rot, or changed after it was written): do not restore it; "
+                       "take a new backup and check the storage")
+    return Finding("archive", store_url, Severity.CRITICAL, f"{entry.url}: {exc}",
+                   "the backup could not be read back; retry, and check the store's health")
 
 
 # --- restoring into a scratch database -----------------------------------------------------------
