@@ -37,8 +37,8 @@ from maint.backups import BackupEntry, newest_first
 from maint.config import BackupStoreConfig, CloudSqlConfig, MaintConfig, VeleroConfig
 from maint.durations import format_duration
 from maint.errors import ConfigError, MaintError, StorageError
-from maint.flows._duty import (finish_duty, flow_run_url, load_duty_config, page_run_failure, start_report,
-                               utcnow)
+from maint.flows._duty import (finish_duty, flow_run_url, is_transient, load_duty_config, page_run_failure,
+                               start_report, utcnow)
 from maint.flows.steps import list_backups, read_backup_in_one_pass, read_failure_finding
 from maint.paging import PageScope
 from maint.report import Finding, Report, Severity, name_worst
@@ -125,7 +125,8 @@ def backup_verification(config_path: str | None = None, store: str | None = None
 
 # --- backups that a service keeps: Cloud SQL, Velero ------------------------------------------------
 
-@task(name="read-cloud-sql-instance", retries=1, retry_delay_seconds=exponential_backoff(2), cache_policy=NO_CACHE)
+@task(name="read-cloud-sql-instance", retries=1, retry_delay_seconds=exponential_backoff(2),
+      retry_condition_fn=is_transient, cache_policy=NO_CACHE)
 def read_cloud_sql_instance(instance: CloudSqlConfig):
     from maint.tasks.cloud_sql import read_cloud_sql
 
@@ -142,7 +143,7 @@ def read_velero_backups(velero: VeleroConfig):
 def add_managed_backup_findings(report: Report, config: MaintConfig, cloud_sql: list, velero) -> None:
     """The Cloud SQL and Velero checks' findings, judged at one `now` once their reads are back."""
     from maint.cloud_sql import assess_cloud_sql, cloud_sql_unreadable
-    from maint.velero import assess_velero, velero_unreadable
+    from maint.velero import VELERO_CHECKS, assess_velero, velero_unreadable
 
     now = utcnow()
     for instance, read in zip(config.cloud_sql, cloud_sql):
@@ -161,6 +162,8 @@ def add_managed_backup_findings(report: Report, config: MaintConfig, cloud_sql: 
             return
         for finding in assess_velero(config.velero, objects.backups, objects.locations, objects.schedules, now):
             report.add(finding)
+        # Every object was seen: a page for a schedule or location deleted since is resolved.
+        report.exhaustive_checks |= VELERO_CHECKS
 
 
 def open_pages_of(store: str | None, config: MaintConfig) -> PageScope:

@@ -217,6 +217,15 @@ def assess_velero(config: VeleroConfig, backups: list[dict], locations: list[dic
     return findings
 
 
+def velero_unreadable(config: VeleroConfig, error: Exception) -> Finding:
+    """The listing failed (API unreachable, forbidden, CRDs missing): nothing is known of the
+    backups, which is as bad as having none. The error names the server and what to grant."""
+    return Finding("velero-backup", f"velero {config.namespace}", Severity.CRITICAL,
+                   f"cannot read Velero's backups: {error}",
+                   "is Velero installed in this namespace, and may maint get and list backups, "
+                   "backupstoragelocations and schedules (API group velero.io) there? README: Velero")
+
+
 def _age(now: datetime, then: datetime) -> str:
     return format_duration(now - then)
 
