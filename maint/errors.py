@@ -88,3 +88,18 @@ class CloudSqlError(MaintError):
 
 class TransientCloudSqlError(CloudSqlError, TransientError):
     """The Admin API was unreachable or answered 429/5xx: the same read may succeed in a moment."""
+
+
+class RedisError(MaintError):
+    """A Redis server could not be sampled: names the server (host:port/db) and the cause, never
+    the password. `kind` says which cause, for the finding's next step: "refused", "timeout",
+    "wrong-password", "no-password", "password-not-set", "no-permission", "tls", "not-tls",
+    "loading", "connect" (DNS, unreachable network) or "error" (another error reply); `detail`
+    is the library's own reason, already free of the secret."""
+
+    def __init__(self, address: str, kind: str, detail: str = ""):
+        self.address, self.kind, self.detail = address, kind, detail
+        super().__init__(f"redis {address}: {kind}" + (f": {detail}" if detail else ""))
+
+    def __reduce__(self):  # task results are pickled: keep address, kind and detail
+        return (type(self), (self.address, self.kind, self.detail))

@@ -90,3 +90,24 @@ def last_verified(store: str) -> str | None:
 
     value = Variable.get(_variable("verified", store), default=None)
     return value if isinstance(value, str) else None
+
+
+def _redis_counters_variable(address: str) -> str:
+    """`maint_redis_counters_<address>_<hash>`: the hash keeps apart addresses that read the same
+    once reduced to [a-z0-9_] ("10.0.0.1:6379/0" and "10.0.0.16:379/0")."""
+    return _variable("redis_counters", address[:80], hashlib.sha256(address.encode()).hexdigest()[:8])
+
+
+def load_redis_counters(address: str) -> dict | None:
+    """The counters the previous health check saw on this Redis server (`RedisConfig.address`),
+    as `RedisCounters.to_dict` wrote them; None before the first run."""
+    from prefect.variables import Variable
+
+    value = Variable.get(_redis_counters_variable(address), default=None)
+    return value if isinstance(value, dict) else None
+
+
+def save_redis_counters(address: str, counters: dict) -> None:
+    from prefect.variables import Variable
+
+    Variable.set(_redis_counters_variable(address), counters, overwrite=True)
