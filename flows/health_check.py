@@ -7,6 +7,8 @@ the others):
     sessions idle in transaction, blocked queries and who blocks them, xid/multixact wraparound
     age, and the ten largest tables for the record;
   - SQL data checks (pass when they return no rows), read-only;
+  - Redis: PING within its latency bound, then INFO: memory against maxmemory, evictions and
+    rejected connections since the previous check, clients, persistence, replication;
   - Kubernetes pods that are not healthy.
 """
 
@@ -20,7 +22,8 @@ from prefect.tasks import exponential_backoff
 from prefect.utilities.annotations import quote
 
 from maint.flows._duty import finish_duty, is_transient, load_duty_config, page_run_failure, start_report, utcnow
-from maint.config import DatabaseConfig, EndpointConfig, HealthCheckConfig, KubernetesConfig, SqlCheckConfig
+from maint.config import (DatabaseConfig, EndpointConfig, HealthCheckConfig, KubernetesConfig, RedisConfig,
+                          SqlCheckConfig)
 from maint.durations import format_bytes
 from maint.errors import MaintError
 from maint.health import (EndpointResult, ServerHealth, SqlCheckResult, assess_endpoint, assess_server,
@@ -54,6 +57,25 @@ def list_pods(kube: KubernetesConfig) -> list:
     return list_pods_in_namespaces(kube.namespaces, context=kube.context)
 
 
+@task(name="check-redis", cache_policy=NO_CACHE)
+def check_redis(server: RedisConfig) -> list[Finding]:
+    """PING and INFO, judged against what the previous check saw of the same server; its counters
+    are kept for the next one only when this sample was taken."""
+    from maint.errors import RedisError
+    from maint.redis_info import RedisCounters, assess_redis, redis_unreachable
+    from maint.tasks.redis import sample_redis
+    from maint.tasks.state import load_redis_counters, save_redis_counters
+
+    now = utcnow()
+    try:
+        sample = sample_redis(server)
+    except RedisError as exc:
+        return [redis_unreachable(server, exc)]
+    findings = assess_redis(server, sample, RedisCounters.from_dict(load_redis_counters(server.address)), now)
+    save_redis_counters(server.address, sample.counters(now).to_dict())
+    return findings
+
+
 @flow(name="health-check", on_failure=[page_run_failure], on_crashed=[page_run_failure])
 def health_check(config_path: str | None = None) -> dict:
     """The daily morning checklist: endpoints, databases, data checks and pods, all at once.
@@ -74,6 +96,7 @@ def health_check(config_path: str | None = None) -> dict:
     data_checks = [(check, run_sql_check.submit(check, config.database(check.database), ours))
                    for check in hc.sql_checks]
     pods = list_pods.submit(hc.kubernetes) if hc.kubernetes else None
+    redis = check_redis.map(hc.redis)
 
     for endpoint, result in zip(hc.endpoints, endpoints.result()):
         report.add(assess_endpoint(endpoint.url, endpoint.expect_status, endpoint.max_latency, result))
@@ -101,6 +124,14 @@ def health_check(config_path: str | None = None) -> dict:
             report.add(Finding("sql-check", f"{check.database}: {check.name}", Severity(check.severity),
                                f"the check could not run: {exc}", "fix the query or its permissions; "
                                "it runs read-only under a statement_timeout"))
+
+    for server, findings in zip(hc.redis, redis):
+        try:
+            for finding in findings.result():
+                report.add(finding)
+        except MaintError as exc:  # not the server's answer: its counters could not be kept, say
+            report.add(Finding("redis-ping", server.address, Severity.CRITICAL, str(exc),
+                               "the check itself could not run: see the run's log"))
 
     if pods is not None:
         from maint.pods import assess_pods

@@ -215,6 +215,8 @@ class RedisConfig(_Section):
     def _url_or_host(self) -> "RedisConfig":
         if (self.url is None) == (self.host is None):
             raise ValueError("url, host: give url (redis://host:port/db) or host (with port), not both")
+        if self.url and urlsplit(self.url).password:
+            raise ValueError("url: no password in the url (the file is not for secrets); use password_env")
         if self.memory_warning > self.memory_critical:
             raise ValueError("memory_warning: must not be above memory_critical")
         return self

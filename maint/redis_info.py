@@ -205,6 +205,12 @@ def assess_memory(config: RedisConfig, sample: RedisSample) -> Finding:
         consequence = "keys are evicted to make room"
     hint = (f"{consequence}: find the big keys ({redis_cli(config, '--bigkeys')}), then delete or expire "
             "what should not be there, or raise maxmemory (CONFIG SET maxmemory, and in the config file)")
+    if share >= config.memory_critical and sample.maxmemory_policy.startswith("allkeys"):
+        # A cache that evicts any key is meant to run full: writes still succeed. Never a page;
+        # redis-evictions says whether it is evicting more than it used to.
+        return Finding("redis-memory", config.address, Severity.WARNING,
+                       f"{message}; memory_critical is {config.memory_critical:.0%}, but this policy evicts "
+                       "keys instead of refusing writes", hint)
     if share >= config.memory_critical:
         return Finding("redis-memory", config.address, Severity.CRITICAL,
                        f"{message}; memory_critical is {config.memory_critical:.0%}", hint)

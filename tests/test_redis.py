@@ -25,6 +25,7 @@ from maint.report import Severity
 from maint.tasks.environment import free_port
 from maint.tasks.redis import sample_redis
 from tests.conftest import system_fixture, wait_for
+from tests.test_notify import receivers  # noqa: F401  (a fixture)
 
 NOW = datetime(2026, 3, 2, 7, 0, tzinfo=timezone.utc)
 PREVIOUS_RUN = NOW - timedelta(days=1)
@@ -81,7 +82,9 @@ def test_ping_latency_against_max_latency(latency_ms, severity, words):
     (800, 1000, "allkeys-lru", Severity.WARNING, "(80%), policy allkeys-lru; memory_warning is 80%"),
     (949, 1000, "volatile-ttl", Severity.WARNING, "policy volatile-ttl; memory_warning"),
     (950, 1000, "noeviction", Severity.CRITICAL, "(95%), policy noeviction; memory_critical is 95%"),
-    (1010, 1000, "allkeys-lfu", Severity.CRITICAL, "(101%)"),
+    (1010, 1000, "allkeys-lfu", Severity.WARNING, "(101%), policy allkeys-lfu; memory_critical is 95%, but this "
+                                                  "policy evicts keys instead of refusing writes"),
+    (1010, 1000, "volatile-lru", Severity.CRITICAL, "(101%)"),
 ])
 def test_memory_share_of_maxmemory(used_mib, max_mib, policy, severity, words):
     finding = assess_memory(CONFIG, _sample(used_memory=used_mib * MiB, maxmemory=max_mib * MiB,
@@ -203,7 +206,7 @@ def test_unreachable_quotes_the_library_only_where_it_adds_something():
 
 @pytest.mark.parametrize("config, words", [
     (RedisConfig(host="h", port=7000), "`redis-cli -h h -p 7000 PING`"),
-    (RedisConfig(url="rediss://u:pw@h:7001/3", ca_file="/etc/ca.pem"),
+    (RedisConfig(url="rediss://u@h:7001/3", ca_file="/etc/ca.pem", password_env=PASSWORD_ENV),
      "`redis-cli -h h -p 7001 --tls --cacert /etc/ca.pem --user u --askpass PING`"),
     (RedisConfig(host="h", tls=True, password_env=PASSWORD_ENV), "`redis-cli -h h -p 6379 --tls --askpass PING`"),
 ])
@@ -212,7 +215,7 @@ def test_redis_cli_in_hints_reaches_the_server_without_the_password(config, word
 
 
 def test_endpoint_from_url_or_host_and_port():
-    assert redis_endpoint(RedisConfig(url="rediss://u:pw@h:7001/3")) == ("h", 7001, 3, True, "u")
+    assert redis_endpoint(RedisConfig(url="rediss://u@h:7001/3")) == ("h", 7001, 3, True, "u")
     assert redis_endpoint(RedisConfig(url="redis://h", tls=True, username="me")) == ("h", 6379, 0, True, "me")
     assert redis_endpoint(RedisConfig(host="h", port=7000, db=2)) == ("h", 7000, 2, False, None)
 
@@ -537,3 +540,43 @@ def test_counters_kept_between_runs_in_prefect_variables(prefect_harness):
     save_redis_counters("10.0.0.16:379/0", replace(counters, evicted_keys=1).to_dict())
     assert RedisCounters.from_dict(load_redis_counters("10.0.0.1:6379/0")) == counters
     assert RedisCounters.from_dict(load_redis_counters("10.0.0.16:379/0")).evicted_keys == 1
+
+
+# --- through the health-check flow, as `maint run health-check` runs it --------------------------
+
+def test_health_check_pages_a_refused_password_and_the_next_good_run_resolves_it(prefect_harness, redis_servers,
+                                                                               tmp_path, capsys, monkeypatch,
+                                                                               receivers):
+    from tests.conftest import run_json
+    from tests.test_notify import _bodies
+
+    httpserver, _slack, notify = receivers
+    server = redis_servers("--requirepass", PASSWORD)
+    config = tmp_path / "maint.toml"
+    config.write_text(f"""
+[notify]
+page_on = ["critical"]
+{notify}
+
+[health_check]
+
+[[health_check.redis]]
+url = "redis://127.0.0.1:{server.port}/0"
+password_env = "{PASSWORD_ENV}"
+""")
+    monkeypatch.setenv(PASSWORD_ENV, "not-the-password")
+    code, report = run_json(capsys, config, "health-check")
+    ping = {f["check"]: f for f in report["findings"]}["redis-ping"]
+    assert code == 2 and ping["severity"] == "critical" and ping["subject"] == f"127.0.0.1:{server.port}/0", ping
+    assert "wrong password" in ping["message"], ping
+    [trigger] = [e for e in _bodies(httpserver, "/v2/enqueue") if e["event_action"] == "trigger"]
+    assert "not-the-password" not in str(report) and all(
+        "not-the-password" not in r.get_data(as_text=True) for r, _ in httpserver.log)
+
+    httpserver.clear_log()
+    monkeypatch.setenv(PASSWORD_ENV, PASSWORD)
+    code, report = run_json(capsys, config, "health-check")
+    assert code == 0, [f for f in report["findings"] if f["severity"] != "ok"]
+    assert [f["check"] for f in report["findings"]] == CHECKS
+    assert [(e["event_action"], e["dedup_key"]) for e in _bodies(httpserver, "/v2/enqueue")] == [
+        ("resolve", trigger["dedup_key"])]
