@@ -103,3 +103,15 @@ class RedisError(MaintError):
 
     def __reduce__(self):  # task results are pickled: keep address, kind and detail
         return (type(self), (self.address, self.kind, self.detail))
+
+
+class AlertmanagerError(MaintError):
+    """Alertmanager could not be read: names its URL (never userinfo) and the cause; `hint` is
+    the next step for that cause (the URL to check, the matcher to fix)."""
+
+    def __init__(self, message: str, hint: str = ""):
+        super().__init__(message)
+        self.hint = hint
+
+    def __reduce__(self):  # task results are pickled: keep the hint through a round trip
+        return (type(self), (str(self), self.hint))
