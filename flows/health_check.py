@@ -7,6 +7,8 @@ the others):
     sessions idle in transaction, blocked queries and who blocks them, xid/multixact wraparound
     age, and the ten largest tables for the record;
   - SQL data checks (pass when they return no rows), read-only;
+  - Alertmanager: every active, unsilenced, uninhibited alert (the v2 API), silenced and
+    inhibited ones counted, never paged;
   - Redis: PING within its latency bound, then INFO: memory against maxmemory, evictions and
     rejected connections since the previous check, clients, persistence, replication;
   - Kubernetes pods that are not healthy.
@@ -22,8 +24,8 @@ from prefect.tasks import exponential_backoff
 from prefect.utilities.annotations import quote
 
 from maint.flows._duty import finish_duty, is_transient, load_duty_config, page_run_failure, start_report, utcnow
-from maint.config import (DatabaseConfig, EndpointConfig, HealthCheckConfig, KubernetesConfig, RedisConfig,
-                          SqlCheckConfig)
+from maint.config import (AlertmanagerConfig, DatabaseConfig, EndpointConfig, HealthCheckConfig,
+                          KubernetesConfig, RedisConfig, SqlCheckConfig)
 from maint.durations import format_bytes
 from maint.errors import MaintError
 from maint.health import (EndpointResult, ServerHealth, SqlCheckResult, assess_endpoint, assess_server,
@@ -55,6 +57,13 @@ def list_pods(kube: KubernetesConfig) -> list:
     from maint.tasks.kubernetes import list_pods as list_pods_in_namespaces
 
     return list_pods_in_namespaces(kube.namespaces, context=kube.context)
+
+
+@task(name="list-alerts", retries=1, retry_delay_seconds=exponential_backoff(1), cache_policy=NO_CACHE)
+def list_alerts(alertmanager: AlertmanagerConfig) -> list[dict]:
+    from maint.tasks.alertmanager import list_alerts as list_alerts_of
+
+    return list_alerts_of(alertmanager)
 
 
 @task(name="check-redis", cache_policy=NO_CACHE)
@@ -97,6 +106,7 @@ def health_check(config_path: str | None = None) -> dict:
                    for check in hc.sql_checks]
     pods = list_pods.submit(hc.kubernetes) if hc.kubernetes else None
     redis = check_redis.map(hc.redis)
+    alerts = list_alerts.map(hc.alertmanager)
 
     for endpoint, result in zip(hc.endpoints, endpoints.result()):
         report.add(assess_endpoint(endpoint.url, endpoint.expect_status, endpoint.max_latency, result))
@@ -133,6 +143,8 @@ def health_check(config_path: str | None = None) -> dict:
             report.add(Finding("redis-ping", server.address, Severity.CRITICAL, str(exc),
                                "the check itself could not run: see the run's log"))
 
+    add_alert_findings(report, hc, alerts, now)
+
     if pods is not None:
         from maint.pods import assess_pods
 
@@ -145,3 +157,22 @@ def health_check(config_path: str | None = None) -> dict:
             report.add(Finding("kubernetes", "kubernetes API", Severity.CRITICAL, str(exc),
                                "check KUBECONFIG / in-cluster credentials and that the API server is reachable"))
     return finish_duty(report, config)
+
+
+def add_alert_findings(report, hc: HealthCheckConfig, alerts: list, now) -> None:
+    """One finding per firing alert of every Alertmanager. The alert check is exhaustive (a page
+    for an alert that stopped firing resolves) only when every Alertmanager answered: one that
+    did not would otherwise resolve all of its alerts' pages unseen."""
+    from maint.alerts import ALERT_CHECK, alertmanager_unreachable, assess_alerts
+
+    every_one_answered = True
+    for alertmanager, listing in zip(hc.alertmanager, alerts):
+        try:
+            found = assess_alerts(alertmanager, listing.result(), now)
+        except MaintError as exc:
+            found = [alertmanager_unreachable(alertmanager, exc)]
+            every_one_answered = False
+        for finding in found:
+            report.add(finding)
+    if every_one_answered:
+        report.exhaustive_checks.add(ALERT_CHECK)

@@ -24,6 +24,7 @@ from maint.report import Finding, Severity
 from maint.tasks.alertmanager import list_alerts
 from maint.tasks.environment import free_port
 from tests.conftest import system_fixture, wait_for
+from tests.test_notify import receivers  # noqa: F401  (a fixture)
 
 NOW = datetime(2025, 3, 14, 9, 30, tzinfo=UTC)
 AM = AlertmanagerConfig(url="http://am.example:9093")
@@ -469,3 +470,45 @@ def test_tls_trusts_the_ca_file_and_names_a_certificate_it_cannot_verify(tls_ale
     assert "ca_file" in caught.value.hint
     with pytest.raises(AlertmanagerError, match="cannot load ca_file"):
         list_alerts(tls_alertmanager.config(ca_file=str(tls_alertmanager.directory / "missing.pem")))
+
+
+# --- through the health-check flow, as `maint run health-check` runs it --------------------------
+
+def test_a_firing_alert_pages_once_and_resolves_when_it_stops_firing(prefect_harness, alertmanager, tmp_path, capsys,
+                                                                    receivers):
+    from tests.conftest import run_json
+    from tests.test_notify import _bodies
+
+    httpserver, _slack, notify = receivers
+    config = tmp_path / "maint.toml"
+    config.write_text(f"""
+[notify]
+page_on = ["critical"]
+{notify}
+
+[health_check]
+
+[[health_check.alertmanager]]
+url = "{alertmanager.url}"
+""")
+    node_down = {"labels": {"alertname": "NodeDown", "severity": "critical", "instance": "db1:9100"},
+                 "annotations": {"summary": "db1 is down"}, "generatorURL": "http://prometheus:9090/graph?g0.expr=up"}
+    alertmanager.fire(node_down, {"labels": {"alertname": "DiskFilling", "severity": "critical", "instance": "db2"}})
+    alertmanager.silence("disk being replaced", alertname="DiskFilling")
+    alertmanager.settled({"NodeDown": "active", "DiskFilling": "silenced"})
+
+    code, report = run_json(capsys, config, "health-check")
+    problems = [f for f in report["findings"] if f["severity"] != "ok"]
+    assert code == 2 and [f["subject"] for f in problems] == [
+        f'alertmanager 127.0.0.1:{alertmanager.port} NodeDown{{instance="db1:9100"}}'], problems
+    assert "db1 is down" in problems[0]["message"] and "http://prometheus:9090/graph" in problems[0]["hint"]
+    [trigger] = [e for e in _bodies(httpserver, "/v2/enqueue") if e["event_action"] == "trigger"]
+
+    httpserver.clear_log()
+    resolved = datetime.now(UTC) - timedelta(seconds=1)
+    alertmanager.client.post("/api/v2/alerts", json=[{**node_down, "endsAt": _rfc3339(resolved)}]).raise_for_status()
+    alertmanager.settled({"DiskFilling": "silenced"})
+    code, report = run_json(capsys, config, "health-check")
+    assert code == 0, [f for f in report["findings"] if f["severity"] != "ok"]
+    assert [(e["event_action"], e["dedup_key"]) for e in _bodies(httpserver, "/v2/enqueue")] == [
+        ("resolve", trigger["dedup_key"])]
