@@ -191,6 +191,9 @@ class KubernetesConfig(_Section):
     namespaces: list[Name] = ["default"]
     max_restarts: NonNegativeInt = 5
     context: str | None = None
+    nodes: bool = True  # every node's conditions, cordons and usage (a ClusterRole: README, Kubernetes)
+    node_cpu_warning: Share = 0.90  # usage from metrics.k8s.io against allocatable
+    node_memory_warning: Share = 0.90
 
 
 class RedisConfig(_Section):
