@@ -15,6 +15,7 @@ import contextlib
 import os
 import shutil
 import signal
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -137,6 +138,10 @@ ca_file = "{ca_file}"
 warning_days = 28
 critical_days = 14
 
+[query_review]                      # the demo's PostgreSQL preloads pg_stat_statements
+databases = ["demo"]
+top = 5
+
 [dead_mans_switch]                  # no Slack or PagerDuty here: the switch would have no one to tell
 enabled = false
 
@@ -149,7 +154,22 @@ restore-test = "0 4 * * 5"
 backup-retention = "0 5 * * 5"
 dr-drill = "0 4 1 * *"
 cert-check = "0 9 * * 1"
+query-review = "0 9 * * 1"
 """
+
+
+def can_preload_pg_stat_statements() -> bool:
+    """Whether the PostgreSQL on PATH has the pg_stat_statements library (contrib): preloading a
+    library that is not there would keep the demo's server from starting at all."""
+    postgres = shutil.which("postgres")
+    if postgres is None:
+        return False
+    bindir = Path(postgres).resolve().parent
+    libdirs = [bindir.parent / "lib"]
+    if (bindir / "pg_config").exists():
+        found = subprocess.run([str(bindir / "pg_config"), "--pkglibdir"], capture_output=True, text=True)
+        libdirs.insert(0, Path(found.stdout.strip()))
+    return any((d / "pg_stat_statements.so").exists() for d in libdirs)
 
 
 def demo_certificates(directory: Path) -> tuple[Path, bytes, bytes]:
@@ -322,10 +342,15 @@ def run_demo(workdir: str, run_command: Callable[[list[str]], int], *, ui: bool 
         print(f"== maint demo: starting a throwaway PostgreSQL ({shutil.which('postgres') or 'postgres'})",
               flush=True)
         ca_file, chain, key = demo_certificates(work / "tls")
-        server = started_here.enter_context(ThrowawayPostgres(tls=(chain, key)))
+        statements = can_preload_pg_stat_statements()
+        settings = {"shared_preload_libraries": "pg_stat_statements"} if statements else {}
+        server = started_here.enter_context(ThrowawayPostgres(tls=(chain, key), settings=settings))
         started_here.enter_context(interrupts.ignored_on_the_way_out())
         server.create_database("shop")
         load_sample_schema(server, "shop")
+        if statements:  # what an operator does once; the query review itself never creates it
+            with server.connect("shop", autocommit=True) as conn:
+                conn.execute("CREATE EXTENSION pg_stat_statements")
         os.environ[DEMO_PASSWORD_ENV] = server.password
         endpoint = start_health_endpoint()
         config_file.write_text(demo_config(server, store_dir, corrupted_dir, endpoint.url, ca_file))
@@ -359,6 +384,12 @@ def run_demo(workdir: str, run_command: Callable[[list[str]], int], *, ui: bool 
         expected_and_got.append((0, step("maint run cert-check (PostgreSQL started with ssl = on)",
                                          "run", "cert-check")))
         expected_and_got.append((0, step("maint run dr-drill (prints the drill record)", "run", "dr-drill")))
+        if statements:
+            expected_and_got.append((0, step("maint run query-review (the first review: the top queries, "
+                                             "kept for next week's comparison)", "run", "query-review")))
+        else:
+            expected_and_got.append((1, step("maint run query-review (expected: WARNING, this PostgreSQL has no "
+                                             "pg_stat_statements to preload)", "run", "query-review")))
         print(f"\n== files in {work}:")
         for path in sorted(work.rglob("*")):
             if path.is_file() and not path.name.startswith(".") and prefect_home not in path.parents:

@@ -44,6 +44,9 @@ DUTIES: dict[str, Duty] = {d.name: d for d in (
          ("backup", "restore", "dr")),
     Duty("cert-check", "certificates",
          "TLS certificates of HTTPS endpoints and PostgreSQL servers: chain, hostname, expiry", ("tls",)),
+    Duty("query-review", "query_review",
+         "weekly: the top queries from pg_stat_statements, and the ones that got slower since the last review",
+         ("postgres", "performance")),
 )}
 
 

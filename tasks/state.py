@@ -111,3 +111,60 @@ def save_redis_counters(address: str, counters: dict) -> None:
     from prefect.variables import Variable
 
     Variable.set(_redis_counters_variable(address), counters, overwrite=True)
+
+
+# The query review's snapshot of pg_stat_statements counters, one per database: the counters of
+# its top queries (no text), spread like the open pages over `maint_query_review_<database>`,
+# `..._part_1`, ... when a large `top` makes it more than one Variable holds. Shard 0, written
+# last, names the database and how many shards there are; every shard carries the snapshot's
+# time, so a save interrupted half way (or two names that reduce to the same Variable name)
+# reads as no snapshot, and the next review starts over, never compares with a mixed one.
+
+def _query_snapshot_variable(database: str, index: int) -> str:
+    return _variable("query_review", database) if index == 0 else _variable("query_review", database, "part", str(index))
+
+
+def pack_query_snapshot(database: str, snapshot: dict) -> list[dict]:
+    """The snapshot as the values of its shards, each at most SHARD_CHARS characters of JSON."""
+    header = {k: v for k, v in snapshot.items() if k != "queries"}
+    shards: list[dict] = [{"database": database, **header, "shards": 1, "queries": []}]
+    for row in snapshot.get("queries", []):
+        grown = {**shards[-1], "queries": [*shards[-1]["queries"], row]}
+        if shards[-1]["queries"] and len(json.dumps(grown)) > SHARD_CHARS:
+            shards.append({"taken_at": header.get("taken_at"), "queries": []})
+        shards[-1]["queries"].append(row)
+    shards[0]["shards"] = len(shards)
+    return shards
+
+
+def unpack_query_snapshot(database: str, shards: list) -> dict | None:
+    first = shards[0] if shards else None
+    if not isinstance(first, dict) or first.get("database") != database:
+        return None
+    rows = []
+    for shard in shards:
+        if not isinstance(shard, dict) or shard.get("taken_at") != first.get("taken_at") \
+                or not isinstance(shard.get("queries"), list):
+            return None
+        rows += shard["queries"]
+    return {**{k: v for k, v in first.items() if k not in ("database", "shards")}, "queries": rows}
+
+
+def load_query_snapshot(database: str) -> dict | None:
+    """The previous query review's snapshot of `database` (a [[databases]] name), or None."""
+    from prefect.variables import Variable
+
+    first = Variable.get(_query_snapshot_variable(database, 0), default=None)
+    if not isinstance(first, dict) or not isinstance(first.get("shards"), int) or first["shards"] < 1:
+        return None
+    shards = [first] + [Variable.get(_query_snapshot_variable(database, i), default=None)
+                        for i in range(1, first["shards"])]
+    return unpack_query_snapshot(database, shards)
+
+
+def save_query_snapshot(database: str, snapshot: dict) -> None:
+    from prefect.variables import Variable
+
+    shards = pack_query_snapshot(database, snapshot)
+    for index in [*range(1, len(shards)), 0]:  # shard 0 last: it makes the new snapshot the one loaded
+        Variable.set(_query_snapshot_variable(database, index), shards[index], overwrite=True)

@@ -221,7 +221,7 @@ BAD = [
                  id="unknown-server-reference"),
     pytest.param(_set("schedules.coffee", "0 1 * * *"),
                  ["schedules.coffee: unknown duty (known: backup, backup-verification, health-check, vacuum, "
-                  "restore-test, backup-retention, dr-drill, cert-check)"], id="unknown-schedule-duty"),
+                  "restore-test, backup-retention, dr-drill, cert-check, query-review)"], id="unknown-schedule-duty"),
     pytest.param(_set("restore_test.sql_checks", [{"database": "scratch", "name": "orders", "sql": "SELECT 1"}]),
                  ["restore_test.sql_checks[0].database: the checks run on the restored copy of store 'prod-dumps', "
                   "which holds dumps of 'prod', not 'scratch'"], id="restore-check-on-another-database"),
@@ -277,7 +277,7 @@ def test_every_problem_is_reported_at_once(monkeypatch):
         "backup.store: no [[backup_stores]] entry named 'nightly' (known: 'prod-dumps')",
         "schedules.backup: not a valid cron expression (Bad minute), got '61 * * * *'",
         "schedules.coffee: unknown duty (known: backup, backup-verification, health-check, vacuum, "
-        "restore-test, backup-retention, dr-drill, cert-check)",
+        "restore-test, backup-retention, dr-drill, cert-check, query-review)",
         "timezone: unknown time zone (use an IANA name such as 'UTC' or 'Asia/Taipei'), got 'Nowhere/Special'",
         "notify.pagerduty_routing_key_env: environment variable MAINT_TEST_PD_KEY is not set (or empty)",
     ])
@@ -405,7 +405,7 @@ def test_cli_config_check_bad_file(tmp_path, minimal_env, capsys):
         "  databases[0].port: must be 1-65535, got 70000",
         "  backup_stores[0].rpo: must be a duration like '500ms', '90s', '5m', '26h' or '7d', got '26 hours'",
         "  schedules.coffee: unknown duty (known: backup, backup-verification, health-check, vacuum, "
-        "restore-test, backup-retention, dr-drill, cert-check)",
+        "restore-test, backup-retention, dr-drill, cert-check, query-review)",
     ]
     assert "db-password-value-for-tests" not in err
 
