@@ -80,8 +80,10 @@ def read_backup_in_one_pass(store_config: BackupStoreConfig, entry: BackupEntry)
     Only the digests there is something to compare with are computed. Memory is flat in the
     backup's size: one chunk in flight, plus pg_restore's own."""
     store = open_store(store_config)
-    digests = Digests(sha256=entry.manifest is not None, crc32c=bool(entry.manifest or entry.crc32c),
-                      md5=bool(entry.md5 and not entry.crc32c))
+    # A store whose listing carries no checksum values (S3) is asked for this one version's.
+    store_crc32c = None if entry.crc32c else store.stored_crc32c(entry.name, entry.generation)
+    digests = Digests(sha256=entry.manifest is not None, crc32c=bool(entry.manifest or entry.crc32c or store_crc32c),
+                      md5=bool(entry.md5 and not (entry.crc32c or store_crc32c)))
     if entry.kind == KIND_CUSTOM:
         reader = postgres.ArchiveReader()
     elif entry.kind == KIND_SQL_GZ:
@@ -104,7 +106,8 @@ def read_backup_in_one_pass(store_config: BackupStoreConfig, entry: BackupEntry)
         raise
     log.info("read %s (%s) in %.1fs", entry.url, format_bytes(digests.size_bytes), time.monotonic() - clock)
     return IntegrityResult(bytes_read=digests.size_bytes, sha256=digests.sha256, crc32c=digests.crc32c,
-                           md5=digests.md5, archive_ok=ok, archive_detail=detail, checker=reader.checker)
+                           md5=digests.md5, store_crc32c=store_crc32c, archive_ok=ok, archive_detail=detail,
+                           checker=reader.checker)
 
 
 def read_failure_finding(store_url: str, entry: BackupEntry, exc: MaintError) -> Finding:

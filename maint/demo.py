@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 from typing import Callable, Iterator
 
+from maint.demo_s3 import HOW_TO_SEE_IT, OFFSITE_STORE, copy_newest_backup_offsite, offsite_store_config, s3_on_loopback
 from maint.tasks.postgres.server import ThrowawayPostgres
 
 DEMO_PASSWORD_ENV = "MAINT_DEMO_DB_PASSWORD"
@@ -55,7 +56,7 @@ def load_sample_schema(server: ThrowawayPostgres, dbname: str) -> None:
 
 
 def demo_config(server: ThrowawayPostgres, store_dir: Path, corrupted_dir: Path, endpoint_url: str,
-                ca_file: Path) -> str:
+                ca_file: Path, s3_endpoint: str | None = None) -> str:
     return f"""# Written by `maint demo`: a throwaway PostgreSQL and a local backup store.
 timezone = "UTC"
 
@@ -83,7 +84,7 @@ name = "demo-corrupted-copy"      # the demo copies a backup here and flips one 
 url = "file://{corrupted_dir.resolve()}/"
 database = "demo"
 rpo = "26h"
-
+{offsite_store_config(s3_endpoint)}
 [backup]
 database = "demo"
 store = "demo-dumps"
@@ -353,10 +354,13 @@ def run_demo(workdir: str, run_command: Callable[[list[str]], int], *, ui: bool 
                 conn.execute("CREATE EXTENSION pg_stat_statements")
         os.environ[DEMO_PASSWORD_ENV] = server.password
         endpoint = start_health_endpoint()
-        config_file.write_text(demo_config(server, store_dir, corrupted_dir, endpoint.url, ca_file))
+        s3_endpoint = started_here.enter_context(s3_on_loopback())
+        config_file.write_text(demo_config(server, store_dir, corrupted_dir, endpoint.url, ca_file, s3_endpoint))
         print(f"   PostgreSQL on {server.host}:{server.port}, database 'shop' loaded with a sample schema")
         print(f"   configuration: {config_file}")
         print(f"   backup store:  file://{store_dir}/", flush=True)
+        if s3_endpoint:
+            print(f"   S3 (moto):     {s3_endpoint}, bucket with versioning for store {OFFSITE_STORE}", flush=True)
 
         def step(title: str, *argv: str) -> int:
             print(f"\n== {title}", flush=True)
@@ -367,6 +371,15 @@ def run_demo(workdir: str, run_command: Callable[[list[str]], int], *, ui: bool 
             expected_and_got.append((0, step(f"maint run backup (run {attempt} of 2, through Prefect)", "run", "backup")))
         expected_and_got.append((0, step("maint run backup-verification --store demo-dumps",
                                          "run", "backup-verification", "--store", "demo-dumps")))
+        if s3_endpoint:
+            url = copy_newest_backup_offsite(config_file, "demo-dumps")
+            print(f"\n== copied the newest backup and its manifest to {url} through maint's S3 store "
+                  "(a multipart upload with a full-object CRC32C)")
+            expected_and_got.append((0, step(f"maint run backup-verification --store {OFFSITE_STORE} (read back pinned "
+                                             "to its VersionId, S3's CRC32C compared)", "run", "backup-verification",
+                                             "--store", OFFSITE_STORE)))
+        else:
+            print(f"\n== {HOW_TO_SEE_IT}")
         copy = corrupt_a_copy(store_dir, corrupted_dir)
         print(f"\n== flipped one byte in the middle of a copy: {copy}")
         expected_and_got.append((2, step("maint run backup-verification --store demo-corrupted-copy "

@@ -78,6 +78,7 @@ class IntegrityResult:
     sha256: str | None = None  # hex, computed when a manifest gives one to compare
     crc32c: str | None = None  # base64, computed when the store or manifest gives one to compare
     md5: str | None = None  # base64, computed when the store gives only an md5
+    store_crc32c: str | None = None  # the CRC32C the store keeps, when its listing did not say (S3)
     archive_ok: bool = False
     archive_detail: str = ""  # what the reader said, on failure
     checker: str = ""  # which reader: pg_restore, gzip, plain
@@ -106,8 +107,9 @@ def assess_integrity(store_url: str, entry: BackupEntry, result: IntegrityResult
     for label, expected, actual in (
             ("sha256 from the manifest", entry.manifest.sha256 if entry.manifest else None, result.sha256),
             ("crc32c from the manifest", entry.manifest.crc32c if entry.manifest else None, result.crc32c),
-            ("crc32c from the object's metadata", entry.crc32c, result.crc32c),
-            ("md5 from the object's metadata", entry.md5 if not entry.crc32c else None, result.md5)):
+            ("crc32c from the object's metadata", entry.crc32c or result.store_crc32c, result.crc32c),
+            ("md5 from the object's metadata", entry.md5 if not (entry.crc32c or result.store_crc32c) else None,
+             result.md5)):
         if expected is None or actual is None:
             continue
         if expected != actual:

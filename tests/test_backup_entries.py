@@ -17,6 +17,7 @@ from maint.retention import plan_retention
 from maint.tasks.storage import BackupStore, ObjectWriter, StoredObject
 from maint.tasks.storage.gcs import GcsStore
 from maint.tasks.storage.local import LocalStore, LocalWriter
+from maint.tasks.storage.s3 import S3Store
 from maint.verification import assess_freshness
 
 NOW = datetime(2026, 12, 3, 6, 0, tzinfo=timezone.utc)
@@ -78,13 +79,13 @@ def test_a_gcs_object_without_a_creation_time_is_described_as_undated():
 # --- the storage interface -------------------------------------------------------------------------
 
 LIFECYCLE = {"check_writable", "list_objects", "open_reader", "read_bytes", "open_writer", "put_bytes",
-             "delete", "local_path", "create_lock", "read_lock", "delete_lock"}
+             "delete", "local_path", "create_lock", "read_lock", "delete_lock", "stored_crc32c"}
 
 
 def test_the_store_interface_declares_the_whole_lifecycle_as_abstract():
     assert BackupStore.__abstractmethods__ == LIFECYCLE
     assert ObjectWriter.__abstractmethods__ == {"write", "commit", "abort"}
-    for store in (LocalStore, GcsStore):
+    for store in (LocalStore, GcsStore, S3Store):
         assert issubclass(store, BackupStore) and not inspect.isabstract(store)
     assert issubclass(LocalWriter, ObjectWriter)
 

@@ -94,6 +94,7 @@ def test_verification_passes_and_then_catches_rot_at_rest_as_a_checksum_finding(
     assert code == 0, report["findings"]
     checks = _checks(report)
     assert checks["checksum"]["severity"] == "ok" and checks["archive"]["severity"] == "ok"
+    assert "crc32c from the object's metadata" in checks["checksum"]["message"], "S3's own CRC32C was compared"
     assert f"s3://{s3_bucket.name}/{dump}" in checks["archive"]["message"]
 
     data = bytearray(s3_bucket.client.get_object(Bucket=s3_bucket.name, Key=dump)["Body"].read())

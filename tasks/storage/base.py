@@ -103,6 +103,12 @@ class BackupStore(abc.ABC):
         False when it was gone or had been replaced, which then stays."""
 
     @abc.abstractmethod
+    def stored_crc32c(self, name: str, generation: int | str | None = None) -> str | None:
+        """The CRC32C the store itself keeps for this version of the object (base64, as GCS and
+        S3 report it), for a verification to compare with the bytes it reads; None where the
+        store keeps none (a directory) or the object was written without one."""
+
+    @abc.abstractmethod
     def local_path(self, name: str) -> Path | None:
         """The object as a seekable file on this machine, when the store is a directory; None
         when it must be downloaded to be read at random."""

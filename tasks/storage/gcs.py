@@ -194,6 +194,16 @@ class GcsStore(BackupStore):
             raise translate_gcs_error(exc, lock.url) from exc
         return True
 
+    def stored_crc32c(self, name: str, generation: int | str | None = None) -> str | None:
+        url = f"{self.url}{name}"
+        try:
+            blob = self.client.bucket(self.bucket_name).get_blob(self.prefix + name, generation=generation)
+        except _gcs_errors() as exc:
+            raise translate_gcs_error(exc, url) from exc
+        if blob is None:
+            raise StorageError(f"{url}: not found")
+        return blob.crc32c
+
     def local_path(self, name: str) -> None:
         return None  # an object must be downloaded to be read at random
 

@@ -131,6 +131,9 @@ class LocalStore(BackupStore):
         finally:
             aside.unlink(missing_ok=True)
 
+    def stored_crc32c(self, name: str, generation: int | str | None = None) -> None:
+        return None  # a file system keeps no checksum of its own: the manifest's is compared
+
     def local_path(self, name: str) -> Path:
         """The file itself: already on disk and seekable, so a restore needs no copy."""
         path = self._path(name)

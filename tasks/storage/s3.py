@@ -178,6 +178,13 @@ class S3Store(BackupStore):
         pin = {"VersionId": version_id} if version_id else {}
         return self.client.head_object(Bucket=self.bucket, Key=key, ChecksumMode="ENABLED", **pin)
 
+    def stored_crc32c(self, name: str, generation: int | str | None = None) -> str | None:
+        """From a HEAD pinned to the version: a listing carries no checksum values."""
+        try:
+            return self._head(self._key(name), str(generation) if generation else None).get("ChecksumCRC32C")
+        except _s3_errors() as exc:
+            raise self._error(exc, self.url + name) from exc
+
     def check_writable(self) -> None:
         # Listing needs only what a backup identity has (s3:ListBucket on the prefix); asking for
         # the bucket's own settings would need more.
