@@ -1,5 +1,6 @@
-"""Kubernetes: list the pods of some namespaces with the official client, as `PodInfo`; and
-Velero's custom objects (velero.io/v1 Backups, BackupStorageLocations, Schedules) as plain dicts.
+"""Kubernetes: list the pods of some namespaces with the official client, as `PodInfo`; the
+cluster's nodes and their metrics-server usage as plain dicts; and Velero's custom objects
+(velero.io/v1 Backups, BackupStorageLocations, Schedules) as plain dicts.
 
 Configuration is found the way kubectl finds it: `$KUBECONFIG` (read at call time, a
 colon-separated list), else `~/.kube/config`, else the pod's service account when running in a
@@ -18,7 +19,9 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +30,7 @@ from kubernetes import client as k8s
 from kubernetes.config import ConfigException, load_incluster_config, load_kube_config
 
 from maint.errors import KubernetesError
+from maint.nodes import node_info_from_json, node_usage_from_json
 from maint.pods import PodInfo, pod_info_from_json
 from maint.velero import backup_from_json, location_from_json, schedule_from_json
 
@@ -79,19 +83,26 @@ def list_pods(namespaces: list[str], context: str | None = None, timeout_seconds
     checked against the namespace itself; if reading namespaces is forbidden, it is taken as
     empty). Raises KubernetesError naming the server and namespace.
     """
-    configuration = load_configuration(context)
-    server = configuration.host
-    api_client = k8s.ApiClient(configuration)
-    api_client.user_agent = "maint/health-check"
-    try:
+    with _api_client(context, "maint/health-check") as (api_client, server):
         api = k8s.CoreV1Api(api_client)
         with ThreadPoolExecutor(max_workers=min(8, max(1, len(namespaces))),
                                 thread_name_prefix="list-pods") as pool:
             per_namespace = list(pool.map(lambda ns: _list_namespace(api, server, ns, timeout_seconds), namespaces))
+    return [pod for pods in per_namespace for pod in pods]
+
+
+@contextmanager
+def _api_client(context: str | None, user_agent: str) -> Iterator[tuple[k8s.ApiClient, str]]:
+    """A fresh ApiClient (and the server's URL, for messages) on the configuration found the
+    usual way; closed after, its connection pool too, so no socket outlives the call."""
+    configuration = load_configuration(context)
+    api_client = k8s.ApiClient(configuration)
+    api_client.user_agent = user_agent
+    try:
+        yield api_client, configuration.host
     finally:
         api_client.close()
         api_client.rest_client.close()
-    return [pod for pods in per_namespace for pod in pods]
 
 
 def _list_namespace(api: k8s.CoreV1Api, server: str, namespace: str, timeout: float) -> list[PodInfo]:
@@ -132,9 +143,10 @@ class _NotFound(KubernetesError):
     pass
 
 
-def _get(server: str, namespace: str, timeout: float, call) -> bytes:
-    """Run one request; its raw body, or KubernetesError saying what happened."""
-    where = f"{server} (namespace {namespace!r})"
+def _get(server: str, namespace: str | None, timeout: float, call) -> bytes:
+    """Run one request; its raw body, or KubernetesError saying what happened. `namespace` None:
+    a cluster-scoped resource."""
+    where = server if namespace is None else f"{server} (namespace {namespace!r})"
     try:
         response = call()
         try:
@@ -218,20 +230,13 @@ def list_velero_objects(namespace: str, context: str | None = None, timeout_seco
     Raises KubernetesError naming the server and namespace: Velero's CRDs are not installed (a 404
     on the resource), the RBAC rule that is missing (a 403), or the namespace does not exist (all
     three lists empty and the namespace reads as 404, as the pod listing checks it)."""
-    configuration = load_configuration(context)
-    server = configuration.host
-    api_client = k8s.ApiClient(configuration)
-    api_client.user_agent = "maint/backup-verification"
-    try:
+    with _api_client(context, "maint/backup-verification") as (api_client, server):
         api = k8s.CustomObjectsApi(api_client)
         with ThreadPoolExecutor(max_workers=len(_VELERO_PLURALS), thread_name_prefix="list-velero") as pool:
             listed = list(pool.map(lambda plural: _list_velero(api, server, namespace, plural, timeout_seconds),
                                    _VELERO_PLURALS))
         if not any(listed):
             _namespace_must_exist(k8s.CoreV1Api(api_client), server, namespace, timeout_seconds)
-    finally:
-        api_client.close()
-        api_client.rest_client.close()
     return VeleroObjects(*listed)
 
 
@@ -278,3 +283,95 @@ def _namespace_must_exist(api: k8s.CoreV1Api, server: str, namespace: str, timeo
     except _NotFound as exc:
         raise KubernetesError(f"namespace {namespace!r} does not exist on {server}: "
                               "check [velero].namespace and [velero].context") from exc
+
+
+# --- nodes and their usage -----------------------------------------------------------------------
+
+METRICS_GROUP, METRICS_VERSION = "metrics.k8s.io", "v1beta1"
+NODES_RULE = 'apiGroups [""], resources [nodes], verbs [list]'
+NODE_METRICS_RULE = f"apiGroups [{METRICS_GROUP}], resources [nodes], verbs [list]"
+
+
+@dataclass(frozen=True)
+class NodeListing:
+    """The cluster's Node items and NodeMetrics items as the API's JSON (plain dicts), for
+    `maint.nodes.assess_nodes`. `metrics` None: metrics-server did not answer, and
+    `metrics_unavailable` says why (not installed, down, forbidden)."""
+
+    nodes: list[dict]
+    metrics: list[dict] | None
+    metrics_unavailable: str = ""
+
+
+def list_nodes(context: str | None = None, timeout_seconds: float = 10) -> NodeListing:
+    """Every node (`kubectl get nodes`, in pages) and, at the same time, their usage from
+    metrics.k8s.io (`kubectl top nodes`), each item checked to parse.
+
+    Raises KubernetesError naming the server when the nodes cannot be listed (a 403 names the
+    ClusterRole rule to grant). Metrics-server is optional: its absence (404: the API group is not
+    registered; 503: registered, but metrics-server does not answer), a 403 on it, or any other
+    failure leaves `metrics` None with the reason, never an error."""
+    with _api_client(context, "maint/health-check") as (api_client, server):
+        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="list-nodes") as pool:
+            metrics = pool.submit(_list_node_metrics, k8s.CustomObjectsApi(api_client), server, timeout_seconds)
+            nodes = _list_all_nodes(k8s.CoreV1Api(api_client), server, timeout_seconds)
+            usage, why = metrics.result()
+    return NodeListing(nodes, usage, why)
+
+
+def _list_all_nodes(api: k8s.CoreV1Api, server: str, timeout: float) -> list[dict]:
+    items: list[dict] = []
+    token: str | None = None
+    while True:
+        kwargs = {"_continue": token} if token else {}
+        try:
+            body = _get(server, None, timeout, lambda: api.list_node(
+                limit=PAGE_SIZE, _preload_content=False, _request_timeout=timeout, **kwargs))
+        except _Forbidden as exc:
+            raise KubernetesError(
+                f"the Kubernetes API at {server} forbids listing nodes (403 Forbidden): "
+                f"{_status_message(getattr(exc.__cause__, 'body', None))}; grant a ClusterRole rule, bound by a "
+                f"ClusterRoleBinding: {NODES_RULE} (deploy/kubernetes/rbac.yaml: maint-health-check-nodes), or set "
+                "[health_check.kubernetes].nodes = false") from exc
+        try:
+            document = json.loads(body)
+            for item in document["items"] or []:
+                node_info_from_json(item)
+                items.append(item)
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise KubernetesError(f"{server}: listing nodes: the answer is not a Kubernetes NodeList "
+                                  f"({exc.__class__.__name__}: {exc})") from exc
+        token = (document.get("metadata") or {}).get("continue")
+        if not token:
+            return items
+
+
+def _list_node_metrics(api: k8s.CustomObjectsApi, server: str, timeout: float) -> tuple[list[dict] | None, str]:
+    """(NodeMetrics items, "") or (None, why not). Never raises for the API's answers: the nodes'
+    conditions are worth reporting without their usage."""
+    try:
+        # No limit: metrics-server serves its whole in-memory list at once (kubectl top does not chunk).
+        body = _get(server, None, timeout, lambda: api.list_cluster_custom_object(
+            METRICS_GROUP, METRICS_VERSION, "nodes", _preload_content=False, _request_timeout=timeout))
+    except KubernetesError as exc:
+        cause = exc.__cause__
+        status = getattr(cause, "status", None)
+        detail = _status_message(getattr(cause, "body", None)) or getattr(cause, "reason", "") or ""
+        if status == 404:
+            return None, f"{METRICS_GROUP} is not served (404): metrics-server is not installed"
+        if status == 503:
+            # The aggregator's plain-text "service unavailable": say it as kubectl top does.
+            return None, (f"{METRICS_GROUP} is registered but does not answer (503: the server is currently "
+                          "unable to handle the request): metrics-server is down or not ready")
+        if status == 403:
+            return None, (f"forbidden (403): {detail}; grant a ClusterRole rule: {NODE_METRICS_RULE} "
+                          "(deploy/kubernetes/rbac.yaml: maint-health-check-nodes)")
+        return None, str(exc)
+    try:
+        document = json.loads(body)
+        items = list(document["items"] or [])
+        for item in items:
+            node_usage_from_json(item)
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        return None, f"the answer is not a NodeMetricsList ({exc.__class__.__name__}: {exc})"
+    return items, ""

@@ -18,7 +18,13 @@ which move the pod and the Job's status as theirs would and are seen by every wa
 else is a 404 (unknown path) or 405 (known resource, verb not implemented) Status; every request
 is recorded (`requests`, with its JSON body; `answers`, with the status given) so a test can
 assert what a client called. `roles` play RBAC: a token bound to a namespaced Role gets the 403
-a real cluster gives for anything else, cluster-scoped lists and watches included.
+a real cluster gives for anything else, cluster-scoped lists and watches included, unless the
+Role's `cluster_rules` (a ClusterRole bound cluster-wide) grant it.
+
+Nodes are cluster-scoped (`/api/v1/nodes`, listed in pages; one healthy node by default), and
+metrics-server's aggregated API (`/apis/metrics.k8s.io/v1beta1/nodes`) is served only when the
+test gives NodeMetrics (else a 404, as without metrics-server, or the aggregator's 503 for one
+that does not answer). See `node` and `node_metrics` for their JSON.
 """
 
 from __future__ import annotations
@@ -64,19 +70,25 @@ def status_json(code: int, reason: str, message: str, details: dict | None = Non
 
 @dataclass(frozen=True)
 class Role:
-    """What a token may do, as a Role bound in every namespace (and no ClusterRole): `rules` maps
-    a resource ("pods", "pods/log", "jobs", ...) to its verbs ("get", "list", "watch", "create",
-    "delete"). `user` names it in a 403, as the API server does."""
+    """What a token may do, as a Role bound in every namespace: `rules` maps a resource ("pods",
+    "pods/log", "jobs", ...) to its verbs ("get", "list", "watch", "create", "delete"). At the
+    cluster scope it may do only what `cluster_rules` (a ClusterRole bound by a
+    ClusterRoleBinding) grants, keyed by resource and API group as RBAC names them ("nodes",
+    "nodes.metrics.k8s.io"). `user` names it in a 403, as the API server does."""
 
     user: str
     rules: dict[str, frozenset[str]]
+    cluster_rules: dict[str, frozenset[str]] = field(default_factory=dict)
 
-    def check(self, resource: str, verb: str, namespace: str | None, name: str | None = None) -> None:
+    def check(self, resource: str, verb: str, namespace: str | None, name: str | None = None, *,
+              group: str | None = None) -> None:
         if namespace is not None and verb in self.rules.get(resource, ()):
             return
         plural, _, sub = resource.partition("/")
-        group = group_of(plural)
+        group = group_of(plural) if group is None else group
         what = f"{plural}.{group}" if group else plural
+        if namespace is None and verb in self.cluster_rules.get(what + (f"/{sub}" if sub else ""), ()):
+            return
         named = f' "{name}"' if name else ""
         where = f'in the namespace "{namespace}"' if namespace is not None else "at the cluster scope"
         raise ApiError(403, "Forbidden", f'{what}{named} is forbidden: User "{self.user}" cannot {verb} resource '
@@ -108,6 +120,7 @@ RESOURCES = {
     "configmaps": ("/api/v1", "ConfigMap", True, ("create", "get")),
     "events": ("/api/v1", "Event", True, ("create", "list")),
     "namespaces": ("/api/v1", "Namespace", False, ("get",)),
+    "nodes": ("/api/v1", "Node", False, ("get", "list")),
     "jobs": ("/apis/batch/v1", "Job", True, ("create", "get", "list", "watch", "delete")),
     # Velero's CRDs: served only by a server given `custom_objects` (else a 404, as without Velero).
     "backups": ("/apis/velero.io/v1", "Backup", True, ("get", "list")),
@@ -117,6 +130,9 @@ RESOURCES = {
 SUBRESOURCES = {"pods/log": ("get",)}
 API_VERSION = {"/api/v1": "v1", "/apis/batch/v1": "batch/v1", "/apis/velero.io/v1": "velero.io/v1"}
 CUSTOM_PREFIXES = ("/apis/velero.io/v1",)  # API groups that exist only once their CRDs are installed
+# metrics-server's aggregated API: registered (an APIService) only on a server given `metrics`.
+METRICS_PREFIX = "/apis/metrics.k8s.io/v1beta1"
+API_VERSION[METRICS_PREFIX] = "metrics.k8s.io/v1beta1"
 
 
 def group_of(plural: str) -> str:
@@ -139,13 +155,25 @@ class KubeApiServer:
     `Role` (what it may do inside a namespace; nothing at the cluster scope); `token` may do all.
     `custom_objects`: Velero's objects (see `velero_backup`, `velero_location`, `velero_schedule`),
     listed under /apis/velero.io/v1 with their namespaces made to exist; None (the default): the
-    velero.io CRDs are not installed, so those paths are a 404 and discovery does not list them."""
+    velero.io CRDs are not installed, so those paths are a 404 and discovery does not list them.
+    `nodes`: the cluster's Node items (see `node`), listed in pages at /api/v1/nodes; None (the
+    default) is one healthy Ready node, worker-1, the node `schedule_pod` binds pods to.
+    `metrics`: NodeMetrics items (see `node_metrics`) served at /apis/metrics.k8s.io/v1beta1/nodes
+    as metrics-server would; None (the default): metrics-server is not installed, so that group is
+    a 404 and discovery does not list it. `metrics_unavailable`: the group is registered but its
+    service does not answer: every path under it is the aggregator's 503."""
 
     def __init__(self, pods: dict[str, list[dict]], *, token: str | None = None,
                  fail: dict[str, int] | None = None, delay: float = 0.0,
                  forbid_namespace_read: bool = False, tls: ssl.SSLContext | None = None,
-                 roles: dict[str, Role] | None = None, custom_objects: list[dict] | None = None):
+                 roles: dict[str, Role] | None = None, custom_objects: list[dict] | None = None,
+                 nodes: list[dict] | None = None, metrics: list[dict] | None = None,
+                 metrics_unavailable: bool = False):
         self.pods = pods
+        self.nodes = [node("worker-1")] if nodes is None else list(nodes)
+        self.metrics = metrics
+        self.metrics_unavailable = metrics_unavailable
+        self.metrics_prefixes = (METRICS_PREFIX,) if metrics is not None or metrics_unavailable else ()
         self.custom_prefixes = CUSTOM_PREFIXES if custom_objects is not None else ()
         self.token = token
         self.roles = dict(roles or {})
@@ -284,6 +312,8 @@ class KubeApiServer:
         if (self.token is not None or self.roles) and role is None and bearer != self.token:
             return 401, status_json(401, "Unauthorized", "Unauthorized"), {}
         path = "/" + path.strip("/")
+        if self.metrics_prefixes and (path == METRICS_PREFIX or path.startswith(METRICS_PREFIX + "/")):
+            return self.answer_metrics(method, path[len(METRICS_PREFIX) + 1:], role)
         if path in ("/version", "/api", "/apis", "/api/v1", "/apis/batch/v1", *self.custom_prefixes):
             if method != "GET":
                 raise self._not_allowed(method, path)
@@ -307,7 +337,8 @@ class KubeApiServer:
             if role is not None:
                 role.check("namespaces", "get", namespace, name=namespace)
             return 200, self.read_namespace(namespace), {}
-        if plural not in RESOURCES or RESOURCES[plural][0] != prefix or len(rest) > 3:
+        if plural not in RESOURCES or RESOURCES[plural][0] != prefix or len(rest) > 3 \
+                or (namespace is not None and not RESOURCES[plural][2]):
             raise self._not_found()
         verbs = RESOURCES[plural][3]
         if subresource is not None:
@@ -324,10 +355,12 @@ class KubeApiServer:
         else:
             verb = _VERB_OF.get(method, method.lower())
         if verb not in verbs or (verb == "create" and name) or (verb == "delete" and not name) \
-                or (verb in ("create", "get", "delete") and namespace is None):
+                or (verb in ("create", "get", "delete") and namespace is None and RESOURCES[plural][2]):
             raise self._not_allowed(method, path)
         if role is not None:
             role.check(plural, verb, namespace, name=name)
+        if plural == "nodes":
+            return 200, self.answer_nodes(name, query), {}
         if verb == "list" and plural == "pods" and namespace is not None and not query.get("labelSelector"):
             return 200, self.list_pods(namespace, query), {}
         if verb in ("list", "watch"):
@@ -358,8 +391,8 @@ class KubeApiServer:
                 {"clientCIDR": "0.0.0.0/0", "serverAddress": f"127.0.0.1:{self.port}"}]}
         if path == "/apis":
             groups = []
-            for prefix in ("/apis/batch/v1", *self.custom_prefixes):
-                version = {"groupVersion": API_VERSION[prefix], "version": "v1"}
+            for prefix in ("/apis/batch/v1", *self.custom_prefixes, *self.metrics_prefixes):
+                version = {"groupVersion": API_VERSION[prefix], "version": API_VERSION[prefix].split("/")[1]}
                 groups.append({"name": API_VERSION[prefix].split("/")[0], "versions": [version],
                                "preferredVersion": version})
             return {"kind": "APIGroupList", "apiVersion": "v1", "groups": groups}
@@ -400,6 +433,60 @@ class KubeApiServer:
                              "creationTimestamp": "2024-01-01T00:00:00Z"},
                 "spec": {"finalizers": ["kubernetes"]}, "status": {"phase": "Active"}}
 
+    def answer_nodes(self, name: str | None, query: dict[str, str]) -> dict:
+        """GET /api/v1/nodes (in pages, with a labelSelector) or /api/v1/nodes/NAME."""
+        with self.lock:
+            nodes = copy.deepcopy(self.nodes)
+        if name is not None:
+            found = next((n for n in nodes if n["metadata"]["name"] == name), None)
+            if found is None:
+                raise self._missing("nodes", name)
+            return found
+        if query.get("fieldSelector"):
+            raise ApiError(400, "BadRequest", "fieldSelector is not implemented by this test server")
+        selector = parse_selector(query.get("labelSelector", ""))
+        return self._page("NodeList", "v1", [n for n in nodes if selector(n["metadata"].get("labels") or {})], query)
+
+    def answer_metrics(self, method: str, rest: str, role: Role | None) -> tuple[int, Any, dict]:
+        """metrics-server's API (metrics.k8s.io/v1beta1) as the aggregator serves it: discovery,
+        list and get of NodeMetrics; the aggregator's 503 when the service does not answer."""
+        plural, _, name = rest.partition("/")
+        if rest and (plural != "nodes" or "/" in name):
+            raise self._not_found()
+        if rest and method == "GET" and role is not None:  # the API server authorizes before it proxies
+            role.check("nodes", "get" if name else "list", None, name=name or None, group="metrics.k8s.io")
+        if self.metrics_unavailable:
+            return 503, "service unavailable\n", {}
+        if method != "GET":
+            raise self._not_allowed(method, METRICS_PREFIX + "/" + rest)
+        if not rest:
+            return 200, {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": API_VERSION[METRICS_PREFIX],
+                         "resources": [{"name": plural, "singularName": "", "namespaced": plural == "pods",
+                                        "kind": kind, "verbs": ["get", "list"]}
+                                       for plural, kind in (("nodes", "NodeMetrics"), ("pods", "PodMetrics"))]}, {}
+        with self.lock:
+            items = copy.deepcopy(self.metrics or [])
+        if name:
+            found = next((m for m in items if m["metadata"]["name"] == name), None)
+            if found is None:
+                raise ApiError(404, "NotFound", f'nodemetrics.metrics.k8s.io "{name}" not found',
+                               {"name": name, "group": "metrics.k8s.io", "kind": "nodes"})
+            return 200, found, {}
+        # metrics-server ignores `limit`: its list is in memory and small.
+        return 200, {"kind": "NodeMetricsList", "apiVersion": API_VERSION[METRICS_PREFIX], "metadata": {},
+                     "items": items}, {}
+
+    def _page(self, kind: str, api_version: str, items: list[dict], query: dict[str, str],
+              revision: int | None = None) -> dict:
+        """One page of a list: `limit` items from the `continue` token on (the token is an offset)."""
+        start = int(query.get("continue") or 0)
+        limit = int(query.get("limit") or 0) or len(items) or 1
+        metadata = {"resourceVersion": str(self.revision if revision is None else revision)}
+        if start + limit < len(items):
+            metadata["continue"] = str(start + limit)
+            metadata["remainingItemCount"] = len(items) - start - limit
+        return {"kind": kind, "apiVersion": api_version, "metadata": metadata, "items": items[start:start + limit]}
+
     def list_pods(self, namespace: str, query: dict[str, str]) -> dict:
         """The health check's listing: the given pods (and any the test made), in pages."""
         if namespace in self.fail:
@@ -411,14 +498,7 @@ class KubeApiServer:
             raise ApiError(code, "InternalError", "Internal error occurred: etcdserver: request timed out")
         # An unknown namespace lists as empty, like the real API.
         items = list(self.pods.get(namespace, [])) + self.stored("pods", namespace)
-        start = int(query.get("continue") or 0)
-        limit = int(query.get("limit") or 0) or len(items) or 1
-        page = items[start:start + limit]
-        metadata = {"resourceVersion": str(self.revision)}
-        if start + limit < len(items):
-            metadata["continue"] = str(start + limit)
-            metadata["remainingItemCount"] = len(items) - start - limit
-        return {"kind": "PodList", "apiVersion": "v1", "metadata": metadata, "items": page}
+        return self._page("PodList", "v1", items, query)
 
     def list_objects(self, plural: str, namespace: str | None, selector, query: dict[str, str]) -> dict:
         prefix, kind, _, _ = RESOURCES[plural]
@@ -429,14 +509,7 @@ class KubeApiServer:
         if plural == "pods":
             items = [p for ns, pods in self.pods.items() if namespace in (None, ns) for p in pods] + items
         items = [o for o in items if selector(o["metadata"].get("labels") or {})]
-        start = int(query.get("continue") or 0)
-        limit = int(query.get("limit") or 0) or len(items) or 1
-        metadata = {"resourceVersion": str(revision)}
-        if start + limit < len(items):
-            metadata["continue"] = str(start + limit)
-            metadata["remainingItemCount"] = len(items) - start - limit
-        return {"kind": f"{kind}List", "apiVersion": API_VERSION[prefix], "metadata": metadata,
-                "items": items[start:start + limit]}
+        return self._page(f"{kind}List", API_VERSION[prefix], items, query, revision)
 
     def read_log(self, namespace: str, name: str) -> str:
         with self.lock:
@@ -1174,6 +1247,130 @@ def pods_in_every_state(namespace: str = "default") -> dict[str, dict]:
     for body in states.values():
         body["metadata"]["namespace"] = namespace
     return states
+
+
+# --- node JSON -----------------------------------------------------------------------------------
+
+_PRESSURES = {  # condition -> (reason when False, message when False, reason when True, message when True, taint)
+    "MemoryPressure": ("KubeletHasSufficientMemory", "kubelet has sufficient memory available",
+                       "KubeletHasInsufficientMemory", "kubelet has insufficient memory available", "memory-pressure"),
+    "DiskPressure": ("KubeletHasNoDiskPressure", "kubelet has no disk pressure",
+                     "KubeletHasDiskPressure", "kubelet has disk pressure", "disk-pressure"),
+    "PIDPressure": ("KubeletHasSufficientPID", "kubelet has sufficient PID available",
+                    "KubeletHasInsufficientPID", "kubelet has insufficient PID available", "pid-pressure"),
+}
+NOT_READY_MESSAGE = ("container runtime network not ready: NetworkReady=false reason:NetworkPluginNotReady "
+                     "message:Network plugin returns error: cni plugin not initialized")
+
+
+def node(name: str, *, ready: bool | str | None = True, reason: str | None = None, message: str | None = None,
+         since: datetime | None = None, pressure: tuple[str, ...] = (), pressure_since: datetime | None = None,
+         network_unavailable: bool | None = None, unschedulable: bool = False,
+         cordoned_since: datetime | None | bool = True, cpu: str = "4", memory: str = "16Gi",
+         capacity: tuple[str, str] | None = None, roles: tuple[str, ...] = (), created: datetime | None = None,
+         kubelet_version: str = "v1.31.4", taints: tuple[dict, ...] = ()) -> dict:
+    """A node as `kubectl get node NAME -o json` prints it (kubeadm-style, containerd), its
+    conditions and taints as the kubelet and the node lifecycle controller set them.
+
+    `ready`: True, False (the kubelet says NotReady), "Unknown" (the kubelet stopped posting
+    status: every condition Unknown, the unreachable taints), or None (no Ready condition at
+    all, as before a kubelet first reports); `reason`/`message` override the Ready condition's,
+    `since` is its lastTransitionTime. `pressure`: conditions among MemoryPressure, DiskPressure,
+    PIDPressure that are True. `network_unavailable`: None leaves the condition out (kubeadm),
+    else its status. `unschedulable`: cordoned, with the controller's taint added at
+    `cordoned_since` (True: an hour before NOW; None: a taint without timeAdded). `cpu`/`memory`:
+    allocatable; `capacity` (cpu, memory) defaults to the same."""
+    created = created or ago(days=41)
+    heartbeat = ts(ago(seconds=25))
+    since = since or created + timedelta(minutes=1)
+    conditions: list[dict] = []
+    unknown = ready == "Unknown"
+
+    def condition(kind: str, status: str, reason_: str, message_: str, when: datetime) -> dict:
+        return {"type": kind, "status": status, "reason": reason_, "message": message_,
+                "lastHeartbeatTime": heartbeat if not unknown else ts(since - timedelta(seconds=40)),
+                "lastTransitionTime": ts(when)}
+
+    if network_unavailable is not None:
+        conditions.append(condition("NetworkUnavailable", "True" if network_unavailable else "False",
+                                    "NoRouteCreated" if network_unavailable else "RouteCreated",
+                                    "Node created without a route" if network_unavailable
+                                    else "RouteController created a route", since if network_unavailable else created))
+    for kind, (ok_reason, ok_message, bad_reason, bad_message, _) in _PRESSURES.items():
+        if unknown:
+            conditions.append(condition(kind, "Unknown", "NodeStatusUnknown", "Kubelet stopped posting node status.",
+                                        since))
+        elif kind in pressure:
+            conditions.append(condition(kind, "True", bad_reason, bad_message, pressure_since or ago(minutes=12)))
+        else:
+            conditions.append(condition(kind, "False", ok_reason, ok_message, created))
+    node_taints = [dict(t) for t in taints]
+    if ready is True:
+        conditions.append(condition("Ready", "True", reason or "KubeletReady",
+                                    message or "kubelet is posting ready status", since))
+    elif ready is False:
+        conditions.append(condition("Ready", "False", reason or "KubeletNotReady", message or NOT_READY_MESSAGE, since))
+        node_taints += [{"key": "node.kubernetes.io/not-ready", "effect": effect, "timeAdded": ts(since)}
+                        for effect in ("NoSchedule", "NoExecute")]
+    elif unknown:
+        conditions.append(condition("Ready", "Unknown", reason or "NodeStatusUnknown",
+                                    message or "Kubelet stopped posting node status.", since))
+        node_taints += [{"key": "node.kubernetes.io/unreachable", "effect": effect, "timeAdded": ts(since)}
+                        for effect in ("NoSchedule", "NoExecute")]
+    elif ready is not None:
+        raise ValueError(f"ready: True, False, 'Unknown' or None, not {ready!r}")
+    for kind in pressure:
+        node_taints.append({"key": f"node.kubernetes.io/{_PRESSURES[kind][4]}", "effect": "NoSchedule",
+                            "timeAdded": ts(pressure_since or ago(minutes=12))})
+    spec: dict[str, Any] = {"podCIDR": "10.244.3.0/24", "podCIDRs": ["10.244.3.0/24"],
+                            "providerID": f"gce://acme-prod/europe-west1-b/{name}"}
+    if unschedulable:
+        spec["unschedulable"] = True
+        taint = {"key": "node.kubernetes.io/unschedulable", "effect": "NoSchedule"}
+        when = ago(hours=1) if cordoned_since is True else cordoned_since
+        if isinstance(when, datetime):
+            taint["timeAdded"] = ts(when)
+        node_taints.append(taint)
+    if node_taints:
+        spec["taints"] = node_taints
+    labels = {"beta.kubernetes.io/arch": "amd64", "beta.kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64",
+              "kubernetes.io/hostname": name, "kubernetes.io/os": "linux"}
+    labels |= {f"node-role.kubernetes.io/{role}": "" for role in roles}
+    capacity_cpu, capacity_memory = capacity or (cpu, memory)
+    return {
+        "apiVersion": "v1", "kind": "Node",
+        "metadata": {"name": name, "uid": str(uuid.uuid5(uuid.NAMESPACE_URL, f"node/{name}")),
+                     "resourceVersion": "998877", "creationTimestamp": ts(created), "labels": labels,
+                     "annotations": {"kubeadm.alpha.kubernetes.io/cri-socket": "unix:///run/containerd/containerd.sock",
+                                     "node.alpha.kubernetes.io/ttl": "0",
+                                     "volumes.kubernetes.io/controller-managed-attach-detach": "true"}},
+        "spec": spec,
+        "status": {
+            "addresses": [{"type": "InternalIP", "address": "10.0.1.17"}, {"type": "Hostname", "address": name}],
+            "allocatable": {"cpu": cpu, "ephemeral-storage": "95491281146", "hugepages-1Gi": "0",
+                            "hugepages-2Mi": "0", "memory": memory, "pods": "110"},
+            "capacity": {"cpu": capacity_cpu, "ephemeral-storage": "103615404Ki", "hugepages-1Gi": "0",
+                         "hugepages-2Mi": "0", "memory": capacity_memory, "pods": "110"},
+            "conditions": conditions,
+            "daemonEndpoints": {"kubeletEndpoint": {"Port": 10250}},
+            "nodeInfo": {"architecture": "amd64", "bootID": str(uuid.uuid5(uuid.NAMESPACE_URL, f"boot/{name}")),
+                         "containerRuntimeVersion": "containerd://1.7.24", "kernelVersion": "6.1.0-31-cloud-amd64",
+                         "kubeProxyVersion": kubelet_version, "kubeletVersion": kubelet_version,
+                         "machineID": uuid.uuid5(uuid.NAMESPACE_URL, f"machine/{name}").hex,
+                         "operatingSystem": "linux", "osImage": "Debian GNU/Linux 12 (bookworm)",
+                         "systemUUID": str(uuid.uuid5(uuid.NAMESPACE_URL, f"system/{name}"))},
+        },
+    }
+
+
+def node_metrics(name: str, cpu: str = "1500m", memory: str = "6Gi", *, measured: datetime | None = None,
+                 window: str = "20.039s") -> dict:
+    """A NodeMetrics item as `kubectl get --raw /apis/metrics.k8s.io/v1beta1/nodes` shows it
+    (metrics-server 0.7 writes cpu in nanocores, "152774129n", and memory in Ki)."""
+    return {"kind": "NodeMetrics", "apiVersion": "metrics.k8s.io/v1beta1",
+            "metadata": {"name": name, "creationTimestamp": ts(NOW),
+                         "labels": {"kubernetes.io/hostname": name, "kubernetes.io/os": "linux"}},
+            "timestamp": ts(measured or ago(seconds=14)), "window": window, "usage": {"cpu": cpu, "memory": memory}}
 
 
 # --- Velero JSON ---------------------------------------------------------------------------------

@@ -25,7 +25,7 @@ import pytest
 import yaml
 
 from tests.conftest import forget_maint, prefect_api, system_fixture
-from tests.k8s_server import ago, container, pod, running, write_kubeconfig
+from tests.k8s_server import Role, ago, container, pod, running, write_kubeconfig
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCKERFILE = ROOT / "deploy/image/Dockerfile"
@@ -376,13 +376,30 @@ def granted_by_rbac() -> set[tuple[str, str, str]]:
             for verb in rule["verbs"]}
 
 
-def test_rbac_grants_the_flow_run_service_account_reading_pods_and_nothing_more():
+NODES_ROLE = "maint-health-check-nodes"
+NODE_RULES = {("", "nodes", "list"), ("metrics.k8s.io", "nodes", "list")}  # kubectl get nodes, kubectl top nodes
+
+
+def rules_of(document: dict) -> set[tuple[str, str, str]]:
+    return {(group, resource, verb) for rule in document["rules"] for group in rule["apiGroups"]
+            for resource in rule["resources"] for verb in rule["verbs"]}
+
+
+def test_rbac_grants_the_flow_run_service_account_reading_pods_and_nodes_and_nothing_more():
     documents = rbac_documents()
     models = {"Namespace": "V1Namespace", "ServiceAccount": "V1ServiceAccount", "ClusterRole": "V1ClusterRole",
-              "Role": "V1Role", "RoleBinding": "V1RoleBinding"}
-    assert {d["kind"] for d in documents} <= set(models), "no ClusterRoleBinding: nothing is granted cluster-wide"
+              "Role": "V1Role", "RoleBinding": "V1RoleBinding", "ClusterRoleBinding": "V1ClusterRoleBinding"}
+    assert {d["kind"] for d in documents} <= set(models)
     for document in documents:
         round_trips(document, models[document["kind"]])
+    # Cluster-wide: exactly one binding, of the nodes ClusterRole, which reads nodes and their usage only.
+    [cluster_binding] = [d for d in documents if d["kind"] == "ClusterRoleBinding"]
+    assert cluster_binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                                          "name": NODES_ROLE}
+    [nodes_role] = [d for d in documents if d["kind"] == "ClusterRole" and d["metadata"]["name"] == NODES_ROLE]
+    assert rules_of(nodes_role) == NODE_RULES
+    assert all(b["roleRef"]["name"] != NODES_ROLE for b in documents if b["kind"] == "RoleBinding"), \
+        "nodes are cluster-scoped: a RoleBinding of the nodes role grants nothing"
 
     defaults = template_defaults()
     [account] = [d for d in documents if d["kind"] == "ServiceAccount"]
@@ -392,19 +409,56 @@ def test_rbac_grants_the_flow_run_service_account_reading_pods_and_nothing_more(
 
     for group, resource, verb in granted_by_rbac():
         assert verb in ("get", "list", "watch"), f"{verb} on {resource}: read only"
+    namespaced = {rule for d in documents if d["kind"] in ("ClusterRole", "Role") and d["metadata"]["name"] != NODES_ROLE
+                  for rule in rules_of(d)}
+    for group, resource, _ in namespaced:
         assert (group, resource) in (("", "pods"), ("", "namespaces")), f"{resource}: only what the health check reads"
     assert not [d for d in documents if d["kind"] in ("ClusterRole", "Role")
                 for rule in d["rules"] if "resourceNames" in rule or "nonResourceURLs" in rule]
 
     roles = {(d["kind"], d["metadata"]["name"]) for d in documents if d["kind"] in ("ClusterRole", "Role")}
     bindings = [d for d in documents if d["kind"] == "RoleBinding"]
-    for binding in bindings:
+    for binding in bindings + [cluster_binding]:
         assert (binding["roleRef"]["kind"], binding["roleRef"]["name"]) in roles
         assert binding["subjects"] == [{"kind": "ServiceAccount", "name": defaults["service_account_name"],
                                         "namespace": defaults["namespace"]}]
     watched = tomllib.loads(EXAMPLE.read_text())["health_check"]["kubernetes"]["namespaces"]
     assert sorted(b["metadata"]["namespace"] for b in bindings) == sorted(watched), \
         "one RoleBinding per namespace maint.example.toml's health check watches"
+
+
+def rbac_as_role() -> Role:
+    """rbac.yaml as the API stand-in plays it: the RoleBinding-bound ClusterRole's rules inside
+    each namespace, the ClusterRoleBinding-bound one's at the cluster scope."""
+    documents = rbac_documents()
+    roles = {d["metadata"]["name"]: d for d in documents if d["kind"] in ("ClusterRole", "Role")}
+
+    def grants(kind: str) -> dict[str, frozenset[str]]:
+        granted: dict[str, set[str]] = {}
+        for binding in (d for d in documents if d["kind"] == kind):
+            for group, resource, verb in rules_of(roles[binding["roleRef"]["name"]]):
+                key = resource if kind == "RoleBinding" or not group else f"{resource}.{group}"
+                granted.setdefault(key, set()).add(verb)
+        return {key: frozenset(verbs) for key, verbs in granted.items()}
+    return Role("system:serviceaccount:maint:maint-flow-runs", grants("RoleBinding"), grants("ClusterRoleBinding"))
+
+
+def test_rbac_is_enough_for_the_pods_and_the_nodes_through_the_client(kube_api, tmp_path, monkeypatch):
+    from maint.tasks.kubernetes import list_nodes, list_pods
+    from tests.k8s_server import node_metrics
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    shop = [pod("web-7d4b9c6f5d-x2x7q", namespace="shop", phase="Running",
+                containers=[container("web", running(ago(hours=2)), ready=True)])]
+    with kube_api({"shop": shop}, token="admin", roles={TOKEN: rbac_as_role()},
+                  metrics=[node_metrics("worker-1")]) as api:
+        monkeypatch.setenv("KUBECONFIG", str(write_kubeconfig(tmp_path / "kubeconfig", {"prod": (api.url, TOKEN)})))
+        assert [p.name for p in list_pods(["shop"])] == ["web-7d4b9c6f5d-x2x7q"]
+        listed = list_nodes()
+    assert len(listed.nodes) == 1 and len(listed.metrics) == 1
+    assert all(code == 200 for _, code in api.answers)
+    assert {api_call(r) for r in api.requests} >= NODE_RULES
 
 
 def api_call(request) -> tuple[str, str, str]:
