@@ -329,10 +329,13 @@ def workdir(given: str | None, prefix: str, keep: bool, leftovers: tuple[str, ..
                 shutil.rmtree(target, ignore_errors=True) if target.is_dir() else target.unlink(missing_ok=True)
 
 
-def write_backup_config(path: Path, server, dbname: str, store: Path, password_env: str,
-                        more_sections: str = "") -> Path:
-    """The same shape as tests/conftest.py write_config: one database, one local store, the
-    backup duty; `more_sections` (TOML, ending in a blank line) go before [schedules]."""
+def write_backup_config(path: Path, server, dbname: str, store: Path | str, password_env: str,
+                        more_sections: str = "", store_keys: str = "") -> Path:
+    """The same shape as tests/conftest.py write_config: one database, one store (a local
+    directory, or the URL given as a string: s3://bucket/prefix/ with its `store_keys`, TOML
+    lines such as endpoint_url), the backup duty; `more_sections` (TOML, ending in a blank line)
+    go before [schedules]."""
+    url = store if isinstance(store, str) else f"file://{store}/"
     path.write_text(f"""
 timezone = "UTC"
 
@@ -342,10 +345,10 @@ page_on = ["critical"]
 {database_entry(server, password_env, dbname, connect_timeout="10s")}
 [[backup_stores]]
 name = "bench-dumps"
-url = "file://{store}/"
+url = "{url}"
 database = "bench"
 rpo = "26h"
-
+{store_keys}
 [backup]
 database = "bench"
 store = "bench-dumps"
