@@ -555,7 +555,7 @@ def time_local(args: argparse.Namespace, configs: dict[str, Path], dumps: dict[s
     cache = Cache()
     say(f"\n== timing on {large} ({large.stat().st_size} bytes), {args.repeat} round(s)\n   {cache.mode}")
     handler = PassTimes()
-    verification_log = logging.getLogger("maint.verification")
+    verification_log = logging.getLogger("maint.steps")
     old_level = verification_log.level
     verification_log.setLevel(logging.INFO)
     verification_log.addHandler(handler)

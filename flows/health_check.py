@@ -11,7 +11,7 @@ the others):
     inhibited ones counted, never paged;
   - Redis: PING within its latency bound, then INFO: memory against maxmemory, evictions and
     rejected connections since the previous check, clients, persistence, replication;
-  - Kubernetes pods that are not healthy.
+  - Kubernetes pods that are not healthy, and nodes: Ready, pressure, cordons, usage.
 """
 
 from __future__ import annotations
@@ -57,6 +57,13 @@ def list_pods(kube: KubernetesConfig) -> list:
     from maint.tasks.kubernetes import list_pods as list_pods_in_namespaces
 
     return list_pods_in_namespaces(kube.namespaces, context=kube.context)
+
+
+@task(name="list-nodes", retries=1, retry_delay_seconds=exponential_backoff(1), cache_policy=NO_CACHE)
+def list_nodes(kube: KubernetesConfig):
+    from maint.tasks.kubernetes import list_nodes as list_nodes_of_the_cluster
+
+    return list_nodes_of_the_cluster(context=kube.context)
 
 
 @task(name="list-alerts", retries=1, retry_delay_seconds=exponential_backoff(1), cache_policy=NO_CACHE)
@@ -105,6 +112,7 @@ def health_check(config_path: str | None = None) -> dict:
     data_checks = [(check, run_sql_check.submit(check, config.database(check.database), ours))
                    for check in hc.sql_checks]
     pods = list_pods.submit(hc.kubernetes) if hc.kubernetes else None
+    nodes = list_nodes.submit(hc.kubernetes) if hc.kubernetes and hc.kubernetes.nodes else None
     redis = check_redis.map(hc.redis)
     alerts = list_alerts.map(hc.alertmanager)
 
@@ -145,6 +153,7 @@ def health_check(config_path: str | None = None) -> dict:
 
     add_alert_findings(report, hc, alerts, now)
 
+    api_unreachable = False
     if pods is not None:
         from maint.pods import assess_pods
 
@@ -154,8 +163,24 @@ def health_check(config_path: str | None = None) -> dict:
                 report.add(finding)
             report.exhaustive_checks.add("pods")  # every pod was seen: unflagged ones are fine
         except MaintError as exc:
+            api_unreachable = True
             report.add(Finding("kubernetes", "kubernetes API", Severity.CRITICAL, str(exc),
                                "check KUBECONFIG / in-cluster credentials and that the API server is reachable"))
+    if nodes is not None:
+        from maint.nodes import assess_nodes, exhaustive_checks
+
+        try:
+            listing = nodes.result()
+        except MaintError as exc:
+            if not api_unreachable:  # else the one `kubernetes API` finding above says it all
+                report.add(Finding("nodes", "nodes", Severity.CRITICAL, str(exc),
+                                   "may maint list nodes? README: On Kubernetes (the ClusterRole "
+                                   "maint-health-check-nodes)"))
+        else:
+            for finding in assess_nodes(hc.kubernetes, listing.nodes, listing.metrics, now,
+                                        metrics_unavailable=listing.metrics_unavailable):
+                report.add(finding)
+            report.exhaustive_checks |= exhaustive_checks(listing.metrics)  # every node was seen
     return finish_duty(report, config)
 
 

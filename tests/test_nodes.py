@@ -20,6 +20,7 @@ from maint.report import Finding, Severity
 from tests.k8s_server import NOW, Role, ago, node, node_metrics, write_kubeconfig
 from tests.test_velero import assert_expected as assert_expected_findings
 from tests.test_velero import by_key
+from tests.test_notify import receivers  # noqa: F401  (a fixture)
 
 OK, WARNING, CRITICAL = Severity.OK, Severity.WARNING, Severity.CRITICAL
 CONFIG = KubernetesConfig(node_cpu_warning=0.90, node_memory_warning=0.85)
@@ -431,3 +432,38 @@ def test_the_server_serves_nodes_as_the_api_does(kube_api):
         assert "metrics.k8s.io" not in [g["name"] for g in bare.answer("/apis", {}, auth)[1]["groups"]]
         assert bare.answer("/apis/metrics.k8s.io/v1beta1/nodes", {}, auth)[0] == 404
         assert "nodes" in {r["name"] for r in bare.answer("/api/v1", {}, auth)[1]["resources"]}
+
+
+# --- through the health-check flow, as `maint run health-check` runs it --------------------------
+
+def test_a_node_not_ready_pages_once_and_resolves_when_it_is_ready_again(prefect_harness, kube_api, tmp_path, capsys,
+                                                                        monkeypatch, receivers):
+    from datetime import UTC, datetime
+
+    from tests.conftest import run_json
+    from tests.test_health import _kube_config
+    from tests.test_notify import _bodies
+
+    httpserver, _slack, notify = receivers
+    now = datetime.now(UTC)
+    config = tmp_path / "maint.toml"
+    config.write_text(_kube_config(tmp_path, notify))  # health-check over namespace shop, paging on critical
+
+    def run(*nodes: dict) -> tuple[int, dict]:
+        with kube_api({"shop": []}, token="t0ken", nodes=list(nodes)) as api:
+            monkeypatch.setenv("KUBECONFIG", str(write_kubeconfig(tmp_path / "kubeconfig", {"prod": (api.url, "t0ken")})))
+            return run_json(capsys, config, "health-check")
+
+    code, report = run(node("worker-1", since=now - timedelta(days=3)),
+                       node("worker-2", ready=False, reason="KubeletNotReady", message="PLEG is not healthy",
+                            since=now - timedelta(minutes=40)))
+    down = {(f["check"], f["subject"]): f for f in report["findings"]}[("nodes", "node worker-2")]
+    assert code == 2 and down["severity"] == "critical" and "KubeletNotReady" in down["message"], down
+    assert "kubectl describe node worker-2" in down["hint"]
+    [trigger] = [e for e in _bodies(httpserver, "/v2/enqueue") if e["event_action"] == "trigger"]
+
+    httpserver.clear_log()
+    code, report = run(node("worker-1", since=now - timedelta(days=3)), node("worker-2", since=now - timedelta(minutes=1)))
+    assert code == 0, [f for f in report["findings"] if f["severity"] != "ok"]
+    assert [(e["event_action"], e["dedup_key"]) for e in _bodies(httpserver, "/v2/enqueue")] == [
+        ("resolve", trigger["dedup_key"])]
