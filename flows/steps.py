@@ -132,11 +132,12 @@ class ScratchRules:
     prefix: str
     protected: frozenset[str]  # every configured database's dbname: never created or dropped
     jobs: int
+    owners: bool = False  # restore the dump's owners and GRANTs ([restore_test].restore_owners)
 
     @classmethod
     def of(cls, config: MaintConfig) -> "ScratchRules":
         return cls(config.scratch.scratch_prefix, frozenset(d.dbname for d in config.databases),
-                   config.scratch.jobs)
+                   config.scratch.jobs, config.scratch.restore_owners)
 
 
 @dataclass
@@ -177,8 +178,8 @@ def create_scratch(server: DatabaseConfig, name: str, rules: ScratchRules) -> No
 
 
 @task(name="restore-into-scratch", cache_policy=NO_CACHE)
-def restore_into_scratch(server: DatabaseConfig, name: str, path: str, jobs: int) -> None:
-    postgres.restore_archive(server, name, path, jobs=jobs)
+def restore_into_scratch(server: DatabaseConfig, name: str, path: str, rules: ScratchRules) -> None:
+    postgres.restore_archive(server, name, path, jobs=rules.jobs, owners=rules.owners)
 
 
 @task(name="validate-restore", cache_policy=NO_CACHE)
@@ -235,7 +236,7 @@ def restore_and_validate(store_config: BackupStoreConfig, server: DatabaseConfig
             progress.phase(f"created scratch database {name} on {server.address.rsplit('/', 1)[0]}")
             try:
                 clock = time.monotonic()
-                restore_into_scratch(server, name, path, rules.jobs)
+                restore_into_scratch(server, name, path, rules)
                 result.seconds["restore"] = time.monotonic() - clock
                 progress.phase(f"restored in {result.seconds['restore']:.1f}s")
                 result.findings.append(Finding("restore", store_config.url, Severity.OK,

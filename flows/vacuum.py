@@ -4,7 +4,8 @@ never blocking production.
 Runbook, for every database in [vacuum].databases at once:
   1. read every table's statistics (catalog and stats views only: no table lock),
   2. report them, largest first, with an estimated bloat,
-  3. choose the tables that need VACUUM (ANALYZE) or ANALYZE (plan_vacuum),
+  3. choose the tables that need VACUUM (ANALYZE) or ANALYZE (plan_vacuum) among those the role
+     may vacuum; the others are skipped, one "not owned" finding per schema,
   4. unless this is a dry run, take each database's vacuum lock (a database another vacuum run
      holds is skipped, naming that run), then work through its tables one at a time (or `jobs` at
      a time), with SKIP_LOCKED and a lock_timeout; start no new table once `window` has elapsed.
@@ -28,7 +29,7 @@ from maint.durations import format_bytes
 from maint.errors import MaintError
 from maint.report import Finding, Severity
 from maint.vacuum import (TableStats, VacuumAction, VacuumOutcome, assess_outcome, bloat_rows, estimate_bloat,
-                          plan_vacuum, planned_finding)
+                          not_owned_findings, plan_vacuum, planned_finding)
 from maint.tasks import postgres
 
 
@@ -91,7 +92,9 @@ def vacuum(config_path: str | None = None, dry_run: bool = False) -> dict:
             report.add(Finding("statistics", db.address, Severity.CRITICAL, str(exc),
                                f"is PostgreSQL up at {db.host}:{db.port}, and may '{db.user}' connect?"))
             continue
-        plan = plan_vacuum(tables, now, policy)
+        plan = plan_vacuum(tables, now, policy)  # only what the role may vacuum; the rest, once per schema:
+        for finding in not_owned_findings(db.name, db.user, tables, now, policy):
+            report.add(finding)
         estimated = [estimate_bloat(t) for t in tables]
         bloat = sum(e.bloat_bytes for e in estimated if e.estimated)
         report.details[f"tables in {db.name}"] = bloat_rows(tables, now)

@@ -290,6 +290,10 @@ class ScratchSettings(_Section):
 
     scratch_prefix: Annotated[str, Field(pattern=r"^[a-z_][a-z0-9_]{2,40}$")] = "maint_scratch_"
     jobs: PositiveInt = 2  # pg_restore --jobs
+    # false: pg_restore --no-owner --no-privileges, everything owned by the restoring role, so a dump
+    # naming roles the scratch server lacks (Supabase's, a managed service's) restores; true: the
+    # dump's owners and GRANTs too, which proves them, and every role it names must exist there.
+    restore_owners: bool = False
 
 
 class RestoreTestConfig(ScratchSettings):

@@ -38,6 +38,10 @@ class TableStats:
     data_width: float | None = None  # sum over columns of avg_width * (1 - null_frac), from pg_stats
     columns: int = 0
     has_nulls: bool = False
+    owner: str = ""
+    # Whether maint's role may VACUUM/ANALYZE it: the table's or the database's owner (or a member
+    # of that role), a superuser; from PostgreSQL 17 the MAINTAIN privilege.
+    may_vacuum: bool = True
 
     @property
     def qualified_name(self) -> str:
@@ -100,37 +104,80 @@ class VacuumAction:
     reasons: tuple[str, ...]
 
 
-def plan_vacuum(tables: list[TableStats], now: datetime, policy: VacuumConfig) -> list[VacuumAction]:
-    """Which tables need work, most urgent first: wraparound danger, then VACUUM before ANALYZE,
-    then the largest tables (most dead tuples breaking ties).
+def needed_action(t: TableStats, now: datetime, policy: VacuumConfig) -> VacuumAction | None:
+    """What the table needs, if anything: VACUUM (ANALYZE) for dead tuples or xid age, else ANALYZE
+    when never or not recently analyzed.
 
     Partitioned parents are never vacuumed as a whole (each partition is judged on its own), but
     are analyzed when stale: autovacuum never analyzes them, and the planner needs their stats."""
-    actions = []
-    for t in tables:
-        analyze_reasons = []
-        if t.last_analyze is None:
-            analyze_reasons.append("never analyzed")
-        elif now - t.last_analyze > policy.stale_analyze:
-            analyze_reasons.append(f"last analyzed {format_duration(now - t.last_analyze)} ago "
-                                   f"(stale_analyze {format_duration(policy.stale_analyze)})")
-        if t.kind == "p":
-            if analyze_reasons:
-                actions.append(VacuumAction(t, "analyze", tuple(analyze_reasons)))
-            continue
-        vacuum_reasons = []
-        if t.dead_tuples >= policy.min_dead_tuples and t.dead_ratio >= policy.min_dead_ratio:
-            vacuum_reasons.append(f"{t.dead_tuples:,} dead tuples ({t.dead_ratio:.0%})")
-        if t.xid_age > policy.max_xid_age:
-            vacuum_reasons.append(f"xid age {t.xid_age:,} over {policy.max_xid_age:,}")
-        if vacuum_reasons:
-            actions.append(VacuumAction(t, "vacuum", tuple(vacuum_reasons + analyze_reasons)))
-        elif analyze_reasons:
-            actions.append(VacuumAction(t, "analyze", tuple(analyze_reasons)))
+    analyze_reasons = []
+    if t.last_analyze is None:
+        analyze_reasons.append("never analyzed")
+    elif now - t.last_analyze > policy.stale_analyze:
+        analyze_reasons.append(f"last analyzed {format_duration(now - t.last_analyze)} ago "
+                               f"(stale_analyze {format_duration(policy.stale_analyze)})")
+    if t.kind == "p":
+        return VacuumAction(t, "analyze", tuple(analyze_reasons)) if analyze_reasons else None
+    vacuum_reasons = []
+    if t.dead_tuples >= policy.min_dead_tuples and t.dead_ratio >= policy.min_dead_ratio:
+        vacuum_reasons.append(f"{t.dead_tuples:,} dead tuples ({t.dead_ratio:.0%})")
+    if t.xid_age > policy.max_xid_age:
+        vacuum_reasons.append(f"xid age {t.xid_age:,} over {policy.max_xid_age:,}")
+    if vacuum_reasons:
+        return VacuumAction(t, "vacuum", tuple(vacuum_reasons + analyze_reasons))
+    return VacuumAction(t, "analyze", tuple(analyze_reasons)) if analyze_reasons else None
+
+
+def plan_vacuum(tables: list[TableStats], now: datetime, policy: VacuumConfig) -> list[VacuumAction]:
+    """Which of the tables maint may vacuum need work, most urgent first: wraparound danger, then
+    VACUUM before ANALYZE, then the largest tables (most dead tuples breaking ties). Tables the
+    role may not vacuum are left to `not_owned_findings`."""
+    actions = [a for t in tables if t.may_vacuum and (a := needed_action(t, now, policy)) is not None]
     # Within an urgency class, largest first (as vacuumdb does): with several jobs the longest
     # vacuum starts early instead of finishing last alone.
     return sorted(actions, key=lambda a: (a.table.xid_age <= policy.max_xid_age, a.action != "vacuum",
                                           -a.table.size_bytes, -a.table.dead_tuples, a.table.qualified_name))
+
+
+NOT_OWNED_CHECK = "not-owned"
+_NAMED_AT_MOST = 5
+
+
+def not_owned_findings(database: str, role: str, tables: list[TableStats], now: datetime,
+                       policy: VacuumConfig) -> list[Finding]:
+    """One finding per schema holding tables the role may not vacuum (on Supabase: auth, storage,
+    realtime, owned by supabase_admin and the like), instead of one per table: those tables are
+    skipped, not attempted. A note, since the role cannot do anything about them; critical only
+    when one of them is past `max_xid_age`, because wraparound takes the database down whoever
+    owns the table."""
+    by_schema: dict[str, list[TableStats]] = {}
+    for t in tables:
+        if not t.may_vacuum:
+            by_schema.setdefault(t.schema, []).append(t)
+    findings = []
+    for schema, skipped in sorted(by_schema.items()):
+        owners = ", ".join(sorted({t.owner for t in skipped if t.owner})) or "another role"
+        needing = sorted((a for t in skipped if (a := needed_action(t, now, policy)) is not None),
+                         key=lambda a: (a.table.xid_age <= policy.max_xid_age, -a.table.dead_tuples, a.table.name))
+        count = f"{len(skipped)} table{'s' if len(skipped) != 1 else ''}"
+        them = "them" if len(skipped) != 1 else "it"
+        message = f"not owned: {count} in schema {schema} (owned by {owners}) skipped, {role} may not vacuum {them}"
+        if needing:
+            named = "; ".join(f"{a.table.name}: {', '.join(a.reasons)}" for a in needing[:_NAMED_AT_MOST])
+            more = f"; and {len(needing) - _NAMED_AT_MOST} more" if len(needing) > _NAMED_AT_MOST else ""
+            which = f"{len(needing)} of them" if len(skipped) != 1 else "it"
+            message += f"; {which} {'needs' if len(needing) == 1 else 'need'} vacuuming or analyzing ({named}{more})"
+        urgent = [a for a in needing if a.table.xid_age > policy.max_xid_age]
+        if urgent:
+            hint = (f"wraparound danger in a table {role} may not vacuum: have its owner ({owners}) or a superuser run "
+                    f"VACUUM (FREEZE) on {', '.join(a.table.qualified_name for a in urgent[:_NAMED_AT_MOST])} now "
+                    "(on a managed service, its support)")
+        else:
+            hint = (f"nothing to do if autovacuum looks after schema {schema}; for maint to vacuum it, run it as the "
+                    "owner or a member of that role (PostgreSQL 17: GRANT MAINTAIN or the pg_maintain role)")
+        findings.append(Finding(NOT_OWNED_CHECK, _subject(database, schema),
+                                Severity.CRITICAL if urgent else Severity.OK, message, hint))
+    return findings
 
 
 def report_order(tables: list[TableStats]) -> list[TableStats]:

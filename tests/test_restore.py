@@ -273,3 +273,59 @@ def test_a_backup_from_another_tool_is_validated_against_its_table_of_contents(p
     messages = {f["check"]: f["message"] for f in report["findings"]}
     assert messages["validation"].startswith("all 2 tables of the archive's table of contents restored")
     assert _scratch_databases(pg) == []
+
+
+def test_a_dump_naming_roles_the_scratch_server_lacks_restores_without_owners_unless_told_to_keep_them(
+        pg, db_password, prefect_harness, tmp_path, capsys):
+    """A managed service's dump (Supabase's) names roles a scratch server has not got: by default
+    it restores owned by the restoring role, without GRANTs; with restore_owners it keeps owners
+    and GRANTs, which proves them where the roles exist and names each missing one where not."""
+    owner, reader = "managed_app_owner", "managed_reader"
+    with pg.connect(autocommit=True) as conn:
+        conn.execute(f"CREATE ROLE {owner} NOLOGIN")
+        conn.execute(f"CREATE ROLE {reader} NOLOGIN")
+    pg.create_database("managed")
+    with pg.connect("managed", autocommit=True) as conn:
+        conn.execute("CREATE TABLE accounts (id int PRIMARY KEY, email text)")
+        conn.execute("INSERT INTO accounts SELECT g, 'a' || g FROM generate_series(1, 100) g")
+        conn.execute(f"ALTER TABLE accounts OWNER TO {owner}")
+        conn.execute(f"GRANT SELECT ON accounts TO {reader}")
+    store = tmp_path / "store"
+    store.mkdir()
+    subprocess.run(["pg_dump", "--format=custom", "-h", pg.host, "-p", str(pg.port), "-U", pg.superuser,
+                    "-f", str(store / "managed-nightly.dump"), "managed"], check=True,
+                   env={**os.environ, "PGPASSWORD": pg.password})
+
+    def restore_test(owners: bool, check_sql: str) -> tuple[int, dict]:
+        extra = f"""restore_owners = {str(owners).lower()}
+
+[[restore_test.sql_checks]]
+database = "prod"
+name = "ownership as expected"
+sql = "{check_sql}"
+"""
+        return run_json(capsys, _restore_config(tmp_path, pg, f"file://{store}/", extra), "restore-test")
+
+    # The roles exist: restore_owners keeps the owner and the GRANT (the check returns no row).
+    code, report = restore_test(True, f"SELECT tablename FROM pg_tables WHERE tablename = 'accounts' AND "
+                                      f"(tableowner <> '{owner}' OR NOT has_table_privilege('{reader}', "
+                                      f"'public.accounts', 'SELECT'))")
+    assert code == 0, report["findings"]
+
+    with pg.connect(autocommit=True) as conn:
+        conn.execute("DROP DATABASE IF EXISTS managed")
+        conn.execute(f"DROP ROLE {owner}")
+        conn.execute(f"DROP ROLE {reader}")
+
+    # The roles are gone: by default everything is the restoring role's, and it restores.
+    code, report = restore_test(False, "SELECT tablename FROM pg_tables WHERE schemaname = 'public' "
+                                       "AND tableowner <> current_user")
+    assert code == 0, report["findings"]
+    assert {f["check"]: f["severity"] for f in report["findings"]}["sql-check"] == "ok"
+
+    # restore_owners with the roles missing: critical, naming both roles and the switch.
+    code, report = restore_test(True, "SELECT 1 WHERE false")
+    [bad] = [f for f in report["findings"] if f["severity"] == "critical"]
+    assert code == 2 and f"no role {owner}, {reader}, which the dump names" in bad["message"], bad
+    assert "restore_owners = false" in bad["message"], bad
+    assert _scratch_databases(pg) == []

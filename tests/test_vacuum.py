@@ -14,7 +14,8 @@ from psycopg import sql
 
 from maint.config import VacuumConfig
 from maint.tasks.postgres.server import ThrowawayPostgres
-from maint.vacuum import TableStats, estimate_bloat, plan_vacuum
+from maint.report import Severity
+from maint.vacuum import TableStats, estimate_bloat, not_owned_findings, plan_vacuum
 from tests.conftest import run_json, system_fixture, wait_for
 
 NOW = datetime(2026, 11, 23, 3, 0, tzinfo=timezone.utc)
@@ -84,6 +85,7 @@ def vac_pg():
     with ThrowawayPostgres() as server:
         with server.connect(autocommit=True) as conn:
             conn.execute(f"CREATE ROLE tenant LOGIN PASSWORD '{TENANT_PASSWORD}'")
+            conn.execute("CREATE ROLE auth_admin NOLOGIN")  # as Supabase's supabase_auth_admin
         yield server
 
 
@@ -93,7 +95,8 @@ _counter = itertools.count()
 @pytest.fixture
 def shop(vac_pg, monkeypatch):
     """A fresh database: tables bloated by updates and deletes (autovacuum off on them), a
-    never-analyzed one, a partitioned one, a hostile name, one the tenant role does not own."""
+    never-analyzed one, a partitioned one, a hostile name, one in public the tenant role (no
+    superuser, as on Supabase) does not own, and a schema `auth` wholly owned by another role."""
     name = f"shop_{next(_counter)}"
     vac_pg.create_database(name)
     with vac_pg.connect(name, autocommit=True) as conn:
@@ -102,6 +105,15 @@ def shop(vac_pg, monkeypatch):
         conn.execute("INSERT INTO not_mine SELECT g, 'x' FROM generate_series(1, 20000) g")
         conn.execute("ANALYZE not_mine")
         conn.execute("UPDATE not_mine SET v = 'y'")
+        conn.execute("CREATE SCHEMA auth AUTHORIZATION auth_admin")
+        conn.execute("GRANT USAGE ON SCHEMA auth TO tenant")
+        for table in ("users", "sessions", "refresh_tokens"):
+            conn.execute(sql.SQL("CREATE TABLE auth.{} (id int PRIMARY KEY) WITH (autovacuum_enabled = off)")
+                         .format(sql.Identifier(table)))
+            conn.execute(sql.SQL("ALTER TABLE auth.{} OWNER TO auth_admin").format(sql.Identifier(table)))
+        conn.execute("INSERT INTO auth.sessions SELECT generate_series(1, 5000)")
+        conn.execute("ANALYZE auth.users, auth.refresh_tokens, auth.sessions")
+        conn.execute("DELETE FROM auth.sessions")
     with psycopg.connect(host=vac_pg.host, port=vac_pg.port, dbname=name, user="tenant", password=TENANT_PASSWORD,
                          autocommit=True) as conn:
         for table in ("bloated", "churned", WEIRD, "fresh"):
@@ -196,7 +208,9 @@ def test_dry_run_reports_the_plan_and_changes_nothing(prefect_harness, vac_pg, s
     assert planned["prod:public.bloated"]["message"].startswith("would VACUUM (ANALYZE): 40,000 dead tuples")
     assert planned["prod:public.churned"]["check"] == "vacuum"
     assert planned[f"prod:public.{WEIRD}"]["check"] == "vacuum"
-    assert planned["prod:public.not_mine"]["check"] == "vacuum"
+    assert "prod:public.not_mine" not in planned, "a table the role may not vacuum is not planned"
+    not_owned = {f["subject"]: f for f in report["findings"] if f["check"] == "not-owned"}
+    assert set(not_owned) == {"prod:public", "prod:auth"}, "once per schema"
     assert planned["prod:public.never_analyzed"]["message"] == "would ANALYZE: never analyzed"
     assert planned["prod:public.events"]["check"] == "analyze", "a stale parent is analyzed, never vacuumed"
     assert planned["prod:public.events_2026"]["check"] == "vacuum", "partitions are judged on their own"
@@ -216,9 +230,20 @@ def test_vacuum_run_vacuums_what_it_may_and_reports_what_it_may_not(prefect_harn
     assert bloated["severity"] == "ok" and "dead tuples 40,000 -> 0" in bloated["message"]
     assert found[f"prod:public.{WEIRD}"]["severity"] == "ok"
     assert found["prod:public.never_analyzed"]["severity"] == "ok"
-    not_mine = found["prod:public.not_mine"]
-    assert not_mine["severity"] == "warning" and "only table or database owner" in not_mine["message"]
-    assert code == 1
+    # Tables it may not vacuum are not tried (no per-table warning): one note per schema instead.
+    assert not [subject for subject in found if subject.startswith(("prod:public.not_mine", "prod:auth."))], found
+    not_owned = {f["subject"]: f for f in report["findings"] if f["check"] == "not-owned"}
+    assert set(not_owned) == {"prod:public", "prod:auth"}, not_owned
+    public, auth = not_owned["prod:public"], not_owned["prod:auth"]
+    assert public["severity"] == auth["severity"] == "ok"
+    with vac_pg.connect() as conn:
+        superuser = conn.execute("SELECT current_user").fetchone()[0]  # who made not_mine: postgres when run as root
+    assert public["message"] == (f"not owned: 1 table in schema public (owned by {superuser}) skipped, tenant may "
+                                 "not vacuum it; it needs vacuuming or analyzing (not_mine: 20,000 dead tuples (33%))"), public
+    assert auth["message"].startswith("not owned: 3 tables in schema auth (owned by auth_admin) skipped"), auth
+    assert "1 of them needs vacuuming or analyzing (sessions: 5,000 dead tuples" in auth["message"], auth
+    assert "autovacuum" in auth["hint"] and "MAINTAIN" in auth["hint"]
+    assert code == 0
     assert _dead(vac_pg, shop, "bloated") == 0 and _dead(vac_pg, shop, WEIRD) == 0
     assert _dead(vac_pg, shop, "not_mine") > 0
     with vac_pg.connect(shop) as conn:
@@ -279,8 +304,30 @@ def test_no_table_starts_after_the_window(prefect_harness, vac_pg, shop, tmp_pat
 
 def test_two_jobs_vacuum_the_same_tables(prefect_harness, vac_pg, shop, tmp_path, capsys):
     code, report = run_json(capsys, _config(tmp_path, vac_pg, shop, jobs="2"), "vacuum")
-    assert code == 1  # not_mine stays a warning
+    assert code == 0
     assert _dead(vac_pg, shop, "bloated") == 0 and _dead(vac_pg, shop, "churned") == 0
+
+
+def test_tables_the_role_may_not_vacuum_are_not_planned_but_noted_once_per_schema():
+    mine = stats("orders", dead=5000)
+    theirs = [stats(name, dead=dead, owner="supabase_admin", may_vacuum=False) for name, dead in
+              (("users", 0), ("sessions", 5000), ("audit_log", 0))]
+    theirs = [TableStats(**{**t.__dict__, "schema": "auth"}) for t in theirs]
+    assert [a.table.name for a in plan_vacuum([mine, *theirs], NOW, POLICY)] == ["orders"]
+    [note] = not_owned_findings("prod", "maint", [mine, *theirs], NOW, POLICY)
+    assert (note.check, note.subject, note.severity) == ("not-owned", "prod:auth", Severity.OK)
+    assert note.message == ("not owned: 3 tables in schema auth (owned by supabase_admin) skipped, maint may not "
+                            "vacuum them; 1 of them needs vacuuming or analyzing (sessions: 5,000 dead tuples (33%))")
+    assert not_owned_findings("prod", "maint", [mine], NOW, POLICY) == []
+
+
+def test_wraparound_danger_in_a_table_the_role_may_not_vacuum_is_critical():
+    old = TableStats(**{**stats("refresh_tokens", xid_age=250_000_000, owner="supabase_auth_admin",
+                                may_vacuum=False).__dict__, "schema": "auth"})
+    [note] = not_owned_findings("prod", "maint", [old], NOW, POLICY)
+    assert note.severity == Severity.CRITICAL
+    assert "xid age 250,000,000 over 200,000,000" in note.message
+    assert "VACUUM (FREEZE) on auth.refresh_tokens" in note.hint and "supabase_auth_admin" in note.hint
 
 
 def test_plan_runs_larger_tables_first_within_a_class():

@@ -28,9 +28,16 @@ SELECT n.nspname, c.relname, c.relkind,
                  WHERE option_name = 'fillfactor'), 100),
        w.width,
        (SELECT count(*) FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped),
-       coalesce(w.has_nulls, false)
+       coalesce(w.has_nulls, false),
+       pg_get_userbyid(c.relowner),
+       -- Who may VACUUM it (VACUUM's own rule, so a table it would skip with a warning is never
+       -- tried): up to 16 the table's or the database's owner (shared catalogs excepted), with a
+       -- role's members and superusers; from 17 whoever holds MAINTAIN, which includes those.
+       CASE WHEN current_setting('server_version_num')::int >= 170000 THEN has_table_privilege(c.oid, 'MAINTAIN')
+            ELSE pg_has_role(c.relowner, 'USAGE') OR (NOT c.relisshared AND pg_has_role(d.datdba, 'USAGE')) END
 FROM pg_class c
 JOIN pg_namespace n ON n.oid = c.relnamespace
+CROSS JOIN (SELECT datdba FROM pg_database WHERE datname = current_database()) d
 LEFT JOIN pg_class t ON t.oid = c.reltoastrelid
 LEFT JOIN pg_stat_all_tables s ON s.relid = c.oid
 LEFT JOIN LATERAL (
@@ -49,7 +56,7 @@ def table_statistics(db: DatabaseConfig, *, statement_timeout: timedelta, lock_t
     return [TableStats(schema=r[0], name=r[1], kind=r[2], live_tuples=r[3], dead_tuples=r[4], last_vacuum=r[5],
                        last_analyze=r[6], xid_age=r[7], size_bytes=r[8], reltuples=r[9], relpages=r[10],
                        block_size=r[11], fillfactor=r[12], data_width=float(r[13]) if r[13] is not None else None,
-                       columns=r[14], has_nulls=r[15]) for r in rows]
+                       columns=r[14], has_nulls=r[15], owner=r[16], may_vacuum=r[17]) for r in rows]
 
 
 def _dead_tuples(conn: psycopg.Connection, schema: str, table: str) -> int | None:
