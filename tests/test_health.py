@@ -356,6 +356,38 @@ sql = "SELECT 1 FROM pg_sleep(1) WHERE false"
     assert "8 client connections of 10 usable (max_connections 12 minus 2 reserved): 80%" == finding["message"]
 
 
+def test_the_planted_state_of_the_side_by_side_run_reads_8_of_9_every_time(prefect_harness, tmp_path, capsys,
+                                                                          monkeypatch):
+    """The state the health check was once run in beside check_postgres: max_connections 12, 3
+    reserved, 8 client sessions, maint connecting as the superuser (into the reserved slots) with
+    a data check open at the same time. It read "10 of 9 usable, 111%", critical, depending on
+    timing; maint's own sessions never count, so it reads check_postgres' 89%, run after run."""
+    held = []
+    with ThrowawayPostgres(settings={"max_connections": "12", "superuser_reserved_connections": "3"}) as server:
+        with server.connect(autocommit=True) as conn:
+            conn.execute("CREATE ROLE app LOGIN PASSWORD 'app-pw'")
+            conn.execute("CREATE DATABASE app OWNER app")
+        monkeypatch.setenv(PASSWORD_ENV, server.password)
+        body = _db_config(server, extra_health="""
+[[health_check.sql_checks]]
+database = "prod"
+name = "slow check"
+sql = "SELECT 1 FROM pg_sleep(1) WHERE false"
+""").replace('user = "maint_monitor"', f'user = "{server.superuser}"')
+        try:
+            held = [_app_connection(server, f"pool-{i}") for i in range(8)]
+            messages = []
+            for _ in range(3):
+                code, report = run_json(capsys, _config(tmp_path, body), "health-check")
+                finding = _findings(report)[("connections", f"127.0.0.1:{server.port}/app")]
+                messages.append((finding["severity"], finding["message"]))
+        finally:
+            for conn in held:
+                conn.close()
+    assert messages == [("warning", "8 client connections of 9 usable (max_connections 12 minus 3 reserved): 89%")
+                        ] * 3, messages
+
+
 def test_quiet_database_is_ok(prefect_harness, small_pg, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv(PASSWORD_ENV, MONITOR_PASSWORD)
     code, report = run_json(capsys, _config(tmp_path, _db_config(small_pg)), "health-check")
@@ -389,6 +421,10 @@ connect_timeout = "2s"
     assert f"127.0.0.1:{dead}/app" in down["message"] and MONITOR_PASSWORD not in str(report)
     assert found[("reachable", f"127.0.0.1:{small_pg.port}/app")]["severity"] == "ok"
     assert found[("endpoint", httpserver.url_for("/fast"))]["severity"] == "ok"
+    # A refused connection is an expected failure: one log line, no traceback.
+    logs = wait_for(lambda: _logs_once_they_name(report["details"]["flow_run_id"], f"127.0.0.1:{dead}/app"),
+                    what="the run's logs to reach the API")
+    assert not [log.message for log in logs if "Traceback" in log.message], [log.message for log in logs]
 
 
 def test_sql_data_checks(prefect_harness, small_pg, tmp_path, capsys, monkeypatch):
