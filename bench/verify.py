@@ -1,7 +1,7 @@
 """Benchmark: maint's backup verification against the plain tools, on the same file, in one run.
 
     .venv/bin/python bench/verify.py [--size-mib 1024] [--small-mib 100] [--repeat 1] [--workdir DIR] [--keep]
-                                     [--store {local,s3,both}]
+                                     [--store {local,s3,both}] [--moto-listing {metadata,copying}]
 
 Starts a throwaway PostgreSQL (maint.tasks.postgres.server.ThrowawayPostgres), fills two databases with poorly
 compressible generated rows (base64 of sha512 digests), makes one backup of each with maint's own
@@ -29,7 +29,8 @@ GIL are not the benchmark's; its CPU per run is reported). On the same object, i
     maint (a) the streamed pass alone, (b) the whole flow, on the s3:// configuration
 
 and reports maint (b) / peer against the 1.15 target, that both sides' verdicts agree, and the
-peak RSS of a fresh `maint run backup-verification` on the S3 store for both backups.
+peak RSS of a fresh `maint run backup-verification` on the S3 store for both backups. moto's
+listing copies every stored byte, which S3's does not: see _MOTO_METADATA_LISTING.
 """
 
 from __future__ import annotations
@@ -199,6 +200,53 @@ S3_FAKE_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": 
 PEER_CHUNK = 1024 * 1024
 
 
+# moto's ListObjectVersions deep-copies every version the bucket holds, bytes and all (a FakeKey's
+# __getstate__ reads its value; moto/s3/models.py, list_object_versions), so in moto a listing
+# costs seconds per GiB stored, where S3 lists from its index without touching the data. With
+# --moto-listing metadata (the default) moto's server runs with that one copy made of the key's
+# attributes alone (the listing reads only name, size, dates, version and ETag; the object's
+# buffer is shared, never read or closed through the copy): moto then lists as S3 does, and what is timed is maint and the
+# peer, not the emulator. --moto-listing copying runs moto as shipped.
+_MOTO_METADATA_LISTING = """
+import copy, runpy, sys
+import moto.s3.models as models
+
+class _ListedKey(models.FakeKey):
+    __module__ = "moto.s3.models"  # moto's model registry names a class by its module
+
+    def dispose(self, garbage=False):
+        pass  # the buffer is the listed key's own: closing it with the copy would lose the object
+
+
+class _MetadataCopy:
+    copy = staticmethod(copy.copy)
+
+    @staticmethod
+    def deepcopy(obj, memo=None):
+        if isinstance(obj, list):  # the versions of one key
+            return [_MetadataCopy.deepcopy(item) for item in obj]
+        if isinstance(obj, models.FakeKey):
+            obj.etag  # computed from the bytes once and kept, so the copy never reads the shared buffer
+            clone = object.__new__(_ListedKey)
+            clone.__dict__.update(obj.__dict__)
+            return clone
+        return copy.deepcopy(obj, memo)
+
+_listing = models.S3Backend.list_object_versions
+
+def list_object_versions(self, *args, **kwargs):
+    models.copy = _MetadataCopy
+    try:
+        return _listing(self, *args, **kwargs)
+    finally:
+        models.copy = copy
+
+models.S3Backend.list_object_versions = list_object_versions
+sys.argv = ["moto.server", *sys.argv[1:]]
+runpy.run_module("moto.server", run_name="__main__")
+"""
+
+
 class MotoServer:
     """`python -m moto.server -H 127.0.0.1 -p PORT` in a process of its own, the same server for
     both sides: its CPU and its GIL are not this process's. `cpu()` is its CPU seconds so far
@@ -206,7 +254,7 @@ class MotoServer:
     (MOTO_S3_DEFAULT_KEY_BUFFER_SIZE) rather than in temporary files of its own: what it costs is
     then CPU, not its own disk, and nothing in the benchmark depends on the page cache."""
 
-    def __init__(self, log_path: Path, in_memory_bytes: int) -> None:
+    def __init__(self, log_path: Path, in_memory_bytes: int, listing: str = "metadata") -> None:
         import socket
         import urllib.request
 
@@ -215,7 +263,8 @@ class MotoServer:
             port = probe.getsockname()[1]
         self.url = f"http://127.0.0.1:{port}"
         self._log = open(log_path, "ab")
-        self.process = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        start = ["-c", _MOTO_METADATA_LISTING] if listing == "metadata" else ["-m", "moto.server"]
+        self.process = subprocess.Popen([sys.executable, *start, "-H", "127.0.0.1", "-p", str(port)],
                                         stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                         env={**os.environ, "MOTO_S3_DEFAULT_KEY_BUFFER_SIZE": str(in_memory_bytes)})
         deadline = time.monotonic() + 60
@@ -316,7 +365,8 @@ def time_s3(args: argparse.Namespace, work: Path, server: ThrowawayPostgres, dum
     (boto3 get_object | pg_restore), boto3's download alone, maint (a) and (b), on the same
     object in the same rounds; then the peak RSS per backup."""
     say("\n== S3 store: moto's server on loopback, a process of its own (python -m moto.server)")
-    moto = MotoServer(work / "moto.log", in_memory_bytes=2 * max(d.stat().st_size for d in dumps.values()))
+    moto = MotoServer(work / "moto.log", in_memory_bytes=2 * max(d.stat().st_size for d in dumps.values()),
+                      listing=args.moto_listing)
     try:
         return _time_s3(args, work, server, dumps, api_url, moto)
     finally:
@@ -445,7 +495,9 @@ def report_s3(args: argparse.Namespace, dumps: dict[str, Path], s3: dict, clock:
     listing = min(s3["listing"])
     say(f"  (moto's ListObjectVersions of the large bucket, the one listing a verification makes and the peer does "
         f"not: {listing:.2f}s, runs [{', '.join(f'{x:.2f}' for x in s3['listing'])}]; moto deep-copies every version "
-        f"it holds to list them, so this grows with the bytes stored; S3 lists from its index)")
+        f"it holds to list them, so this grows with the bytes stored; S3 lists from its index"
+        + (": here that copy is made of the attributes alone, --moto-listing metadata)" if args.moto_listing == "metadata"
+           else "; moto as shipped, --moto-listing copying)"))
     wall, cpu, load = best_run[peer_name]
     if wall > 1.15 * cpu + 0.2:
         say(f"  WARNING: the peer got {cpu:.2f}s of CPU in {wall:.2f}s (load average {load:.2f}): other work "
@@ -488,6 +540,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--workdir", help="where stores and configs go (default: a new directory under /tmp)")
     parser.add_argument("--keep", action="store_true", help="keep the workdir at the end")
     parser.add_argument("--repeat", type=int, default=1, help="timed runs per tool; the best is reported (default 1)")
+    parser.add_argument("--moto-listing", choices=("metadata", "copying"), default="metadata",
+                        help="metadata (default): moto lists versions from their attributes, as S3 does; "
+                             "copying: moto as shipped, copying every stored byte per listing")
     parser.add_argument("--store", choices=("local", "s3", "both"), default="local",
                         help="time the verification on the local file:// store (default), on an S3 store "
                              "(moto's server on loopback, in a process of its own), or both")
