@@ -23,6 +23,7 @@ EXAMPLE_ENV = {
     "MAINT_PAGERDUTY_ROUTING_KEY": "pd-routing-key-test-secret",
     "MAINT_PROD_DB_PASSWORD": "prod-password-test-secret",
     "MAINT_SCRATCH_DB_PASSWORD": "scratch-password-test-secret",
+    "MAINT_REDIS_PASSWORD": "redis-password-test-secret",
 }
 
 # A small, complete configuration of our own, so the bad-config tests do not depend on the example.
@@ -136,6 +137,7 @@ def test_example_reports_each_unset_variable(example_path, monkeypatch):
         "notify.pagerduty_routing_key_env: environment variable MAINT_PAGERDUTY_ROUTING_KEY is not set (or empty)",
         "databases[0].password_env: environment variable MAINT_PROD_DB_PASSWORD is not set (or empty)",
         "databases[1].password_env: environment variable MAINT_SCRATCH_DB_PASSWORD is not set (or empty)",
+        "health_check.redis[0].password_env: environment variable MAINT_REDIS_PASSWORD is not set (or empty)",
     ]
 
 
