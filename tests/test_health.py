@@ -550,3 +550,84 @@ def test_unreachable_kubernetes_api_is_one_critical_finding(prefect_harness, tmp
     [finding] = report["findings"]
     assert finding["check"] == "kubernetes" and finding["severity"] == "critical"
     assert f"127.0.0.1:{dead}" in finding["message"] and KUBE_TOKEN not in finding["message"]
+
+
+# --- every part at once: the new ones failing never stop the others -------------------------------
+
+class _SilentListener:
+    """A TCP port that accepts connections and never answers (a hung Redis, a hung Alertmanager):
+    the client's own timeout ends each attempt. Records when the first connection arrived."""
+
+    def __init__(self):
+        import socket
+
+        self.socket = socket.create_server(("127.0.0.1", 0))
+        self.port = self.socket.getsockname()[1]
+        self.first_arrival: float | None = None
+        self.held: list = []
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.socket.accept()
+            except OSError:
+                return  # closed
+            if self.first_arrival is None:
+                self.first_arrival = time.monotonic()
+            self.held.append(conn)
+
+    def close(self) -> None:
+        self.socket.close()
+        for conn in self.held:
+            conn.close()
+
+
+def test_hung_redis_and_alertmanager_and_a_down_node_are_findings_while_the_rest_runs_at_the_same_time(
+        prefect_harness, threaded_httpserver, kube_api, tmp_path, capsys, monkeypatch):
+    from datetime import UTC, datetime
+
+    from tests.k8s_server import node
+
+    hold = 2.0  # every part below takes this long to end, each by its own timeout or answer
+    times: dict[str, tuple[float, float | None]] = {}
+    threaded_httpserver.expect_request("/slow").respond_with_handler(_slow(hold, times))
+    redis, alertmanager = _SilentListener(), _SilentListener()
+    now = datetime.now(UTC)
+    body = _endpoints_toml([(threaded_httpserver.url_for("/slow"), 'max_latency = "10s"\ntimeout = "10s"')]) + f"""
+[[health_check.redis]]
+url = "redis://127.0.0.1:{redis.port}/0"
+timeout = "{hold:.0f}s"
+
+[[health_check.alertmanager]]
+url = "http://127.0.0.1:{alertmanager.port}"
+timeout = "{hold:.0f}s"
+
+[health_check.kubernetes]
+namespaces = ["shop"]
+"""
+    try:
+        with kube_api({"shop": []}, token=KUBE_TOKEN, nodes=[
+                node("worker-1", since=now - timedelta(days=3)),
+                node("worker-2", ready="Unknown", reason="NodeStatusUnknown", message="Kubelet stopped posting node status.",
+                     since=now - timedelta(minutes=12))]) as api:
+            monkeypatch.setenv("KUBECONFIG", str(write_kubeconfig(tmp_path / "kubeconfig", {"prod": (api.url, KUBE_TOKEN)})))
+            code, report = run_json(capsys, _config(tmp_path, "[health_check]\n" + body), "health-check")
+    finally:
+        redis.close()
+        alertmanager.close()
+
+    found = _findings(report)
+    assert code == 2
+    hung_redis = found[("redis-ping", f"127.0.0.1:{redis.port}/0")]
+    assert hung_redis["severity"] == "critical" and "no answer within 2s" in hung_redis["message"], hung_redis
+    hung_am = found[("alertmanager", f"alertmanager 127.0.0.1:{alertmanager.port}")]
+    assert hung_am["severity"] == "critical", hung_am
+    down = found[("nodes", "node worker-2")]
+    assert down["severity"] == "critical" and "NodeStatusUnknown" in down["message"], down
+    assert found[("endpoint", threaded_httpserver.url_for("/slow"))]["severity"] == "ok"
+    assert found[("pods", "namespace shop")]["severity"] == "ok"
+    # All three slow parts were under way at once: each began before any other could have ended.
+    started = [redis.first_arrival, alertmanager.first_arrival, times["/slow"][0]]
+    assert None not in started and max(started) - min(started) < hold * 0.75, started
