@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/health.py [--endpoints 200] [--slow 20] [--slow-seconds 0.3] [--pods 1000]
                                      [--repeat 3] [--loop-repeat 1] [--pause 2] [--prefect harness|ephemeral]
-                                     [--no-heartbeat-variant]
+                                     [--no-heartbeat-variant] [--new-parts] [--nodes 10]
 
 Starts, all local:
   - a throwaway PostgreSQL (maint.tasks.postgres.server.ThrowawayPostgres) with a `shop` database (the sample schema);
@@ -12,6 +12,13 @@ Starts, all local:
     a few namespaces, mostly healthy with a mix of failing states, and a kubeconfig ($KUBECONFIG);
   the two servers in a forked child process of their own, as real endpoints are on other machines
   (in this process they would share maint's GIL).
+With `--new-parts` (issue 16's parts of the check), also:
+  - one real `redis-server` on loopback (no persistence, its own directory), as [[health_check.redis]];
+  - one real `prometheus-alertmanager` on loopback (no clustering, its own storage and a null
+    receiver), fed a few alerts through `POST /api/v2/alerts`, as [[health_check.alertmanager]];
+  - `--nodes` nodes in the fake Kubernetes API, one in ten with a problem, and metrics-server's
+    usage for them (without the option the API has its default single node, which the check
+    lists too: [health_check.kubernetes].nodes is on by default).
 
 Then times, on those same targets:
   maint       the whole `health-check` flow in-process as `maint run` runs it
@@ -36,11 +43,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import copy
 import json
 import logging
 import os
 import shutil
+import socket
 import statistics
 import subprocess
 import sys
@@ -48,6 +57,7 @@ import tempfile
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 # Importing _common also puts this checkout on sys.path, for the imports of maint and tests.
@@ -60,6 +70,11 @@ postgres_bin_on_path()
 from maint.demo import load_sample_schema  # noqa: E402
 from maint.tasks.postgres.server import ThrowawayPostgres  # noqa: E402
 from tests.k8s_server import KubeApiServer, pods_in_every_state, write_kubeconfig  # noqa: E402
+
+try:  # the node builders (issue 16); the benchmark of older checkouts runs without them
+    from tests.k8s_server import ago, node, node_metrics  # noqa: E402
+except ImportError:  # pragma: no cover
+    ago = node = node_metrics = None
 
 PASSWORD_ENV = "MAINT_BENCH_HEALTH_PASSWORD"
 KUBE_TOKEN = "bench-kube-token-" + uuid.uuid4().hex[:12]
@@ -120,8 +135,8 @@ class ServersProcess:
     """The endpoint server and the fake Kubernetes API, in one forked child process; stopped (and
     its children with it) on exit. Forked before this process starts any thread."""
 
-    def __init__(self, web: EndpointServer, pods: dict[str, list[dict]]):
-        self.web, self.pods = web, pods
+    def __init__(self, web: EndpointServer, pods: dict[str, list[dict]], **api_options):
+        self.web, self.pods, self.api_options = web, pods, api_options  # api_options: nodes=, metrics=
         self.api_url = ""
 
     def __enter__(self) -> "ServersProcess":
@@ -129,10 +144,10 @@ class ServersProcess:
 
         context = multiprocessing.get_context("fork")
         receive, send = context.Pipe(duplex=False)
-        web, pods = self.web, self.pods
+        web, pods, api_options = self.web, self.pods, self.api_options
 
         def child() -> None:
-            api = KubeApiServer(pods, token=KUBE_TOKEN).__enter__()
+            api = KubeApiServer(pods, token=KUBE_TOKEN, **api_options).__enter__()
             web.serve_forever(lambda base: send.send((base, api.url)))
 
         self.process = context.Process(target=child, daemon=True, name="bench-servers")
@@ -181,12 +196,142 @@ def build_pods(total: int) -> dict[str, list[dict]]:
     return pods
 
 
+# --- issue 16's parts: nodes, Redis, Alertmanager ------------------------------------------------
+
+def build_nodes(total: int) -> tuple[list[dict], list[dict]]:
+    """`total` nodes and their NodeMetrics: nine in ten Ready and quiet, the tenth cycling through
+    NotReady, memory pressure, a cordon and a node metrics-server has not measured yet."""
+    troubles = [dict(ready=False, since=ago(minutes=40)), dict(pressure=("MemoryPressure",)),
+                dict(unschedulable=True), None]
+    nodes, metrics = [], []
+    for i in range(total):
+        name = f"worker-{i + 1:03d}"
+        trouble = troubles[(i // 10) % len(troubles)] if i % 10 == 9 else {}
+        nodes.append(node(name, **(trouble or {})))
+        if trouble is not None:  # None: not measured
+            metrics.append(node_metrics(name, cpu=f"{500 + 97 * i % 3000}m", memory=f"{2 + i % 9}Gi"))
+    return nodes, metrics
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def poll(condition, what: str, timeout: float = 30.0, interval: float = 0.02):
+    deadline = time.monotonic() + timeout
+    while True:
+        result = condition()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"gave up after {timeout:g}s waiting for {what}")
+        time.sleep(interval)
+
+
+def _stop(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@contextlib.contextmanager
+def redis_server(directory: Path):
+    """One redis-server on a free loopback port, no persistence; yields its port once it PONGs."""
+    directory.mkdir(parents=True)
+    port = free_port()
+    process = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                                "--appendonly", "no", "--daemonize", "no", "--dir", str(directory),
+                                "--logfile", str(directory / "redis.log")],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+
+    def pongs() -> bool:
+        if process.poll() is not None:
+            raise RuntimeError(f"redis-server exited {process.returncode}: "
+                               f"{(directory / 'redis.log').read_text(errors='replace')[-1000:]}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+                s.sendall(b"PING\r\n")
+                return s.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False
+    try:
+        poll(pongs, f"redis-server on port {port}")
+        yield port
+    finally:
+        _stop(process)
+
+
+ALERTMANAGER_CONFIG = """route:
+  receiver: "null"
+  group_wait: 1h  # nothing is sent anywhere: the null receiver has no integrations
+receivers:
+  - name: "null"
+"""
+BENCH_ALERTS = [{"labels": {"alertname": "NodeDown", "severity": "critical", "instance": "db1:9100"},
+                 "annotations": {"summary": "db1 is down"}},
+                {"labels": {"alertname": "DiskFilling", "severity": "warning", "mountpoint": "/var"},
+                 "annotations": {"summary": "/var is 91% full"}},
+                {"labels": {"alertname": "BackupLate", "severity": "info", "team": "sre"}}]
+
+
+@contextlib.contextmanager
+def alertmanager_server(directory: Path):
+    """prometheus-alertmanager on a free loopback port (no clustering, its own storage), fed
+    BENCH_ALERTS; yields its URL once it lists all of them."""
+    import httpx
+
+    directory.mkdir(parents=True)
+    (directory / "alertmanager.yml").write_text(ALERTMANAGER_CONFIG)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    log = open(directory / "alertmanager.log", "wb")
+    process = subprocess.Popen([shutil.which("prometheus-alertmanager") or "prometheus-alertmanager",
+                                f"--config.file={directory / 'alertmanager.yml'}",
+                                f"--storage.path={directory / 'data'}", f"--web.listen-address=127.0.0.1:{port}",
+                                "--cluster.listen-address="], stdout=log, stderr=subprocess.STDOUT)
+    client = httpx.Client(base_url=url, timeout=10)
+
+    def ready() -> bool:
+        if process.poll() is not None:
+            raise RuntimeError(f"prometheus-alertmanager exited {process.returncode}: "
+                               f"{(directory / 'alertmanager.log').read_text(errors='replace')[-1000:]}")
+        try:
+            return client.get("/-/ready").status_code == 200
+        except httpx.TransportError:
+            return False
+    try:
+        poll(ready, f"Alertmanager ready at {url}")
+        now = datetime.now(UTC)
+        stamp = lambda moment: moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")  # noqa: E731
+        client.post("/api/v2/alerts", json=[{"startsAt": stamp(now - timedelta(hours=2)),
+                                            "endsAt": stamp(now + timedelta(hours=3)), **a}
+                                           for a in BENCH_ALERTS]).raise_for_status()
+        poll(lambda: len(client.get("/api/v2/alerts").json()) == len(BENCH_ALERTS),
+             f"Alertmanager at {url} to list the {len(BENCH_ALERTS)} alerts")
+        yield url
+    finally:
+        client.close()
+        _stop(process)
+        log.close()
+
+
 # --- maint's configuration --------------------------------------------------------------------------
 
-def write_config(path: Path, server: ThrowawayPostgres, urls: list[str], max_latency_ms: int) -> Path:
+def write_config(path: Path, server: ThrowawayPostgres, urls: list[str], max_latency_ms: int,
+                 redis_port: int | None = None, alertmanager_url: str | None = None) -> Path:
     endpoints = "".join(f'\n[[health_check.endpoints]]\nurl = "{url}"\nexpect_status = 200\n'
                         f'max_latency = "{max_latency_ms}ms"\n' for url in urls)
     namespaces = ", ".join(f'"{ns}"' for ns in NAMESPACES)
+    if redis_port is not None:
+        endpoints += f'\n[[health_check.redis]]\nurl = "redis://127.0.0.1:{redis_port}/0"\n'
+    if alertmanager_url is not None:
+        endpoints += f'\n[[health_check.alertmanager]]\nurl = "{alertmanager_url}"\n'
     path.write_text(f"""# Written by bench/health.py
 timezone = "UTC"
 
@@ -259,14 +404,17 @@ def run_flow(config: Path, prefect_defaults: bool = False) -> tuple[float, dict]
     return elapsed, report
 
 
-def summarize(report: dict, endpoints: int) -> str:
+def summarize(report: dict, endpoints: int, every_check: bool = False) -> str:
     findings = report["findings"]
     by = {}
     for f in findings:
         by.setdefault(f["check"], {}).setdefault(f["severity"], 0)
         by[f["check"]][f["severity"]] += 1
     parts = []
-    for check in ("endpoint", "reachable", "connections", "pods"):
+    checks = ["endpoint", "reachable", "connections", "pods"]
+    if every_check:  # --new-parts: the rest too (nodes, node-usage, redis-*, alert, alertmanager...)
+        checks += sorted(set(by) - set(checks))
+    for check in checks:
         if check in by:
             parts.append(f"{check}: " + ", ".join(f"{n} {s}" for s, n in sorted(by[check].items())))
     bad_endpoints = [f for f in findings if f["check"] == "endpoint" and f["severity"] != "ok"]
@@ -461,6 +609,10 @@ def main(argv: list[str] | None = None) -> int:
                              "backs off ~2 s)")
     parser.add_argument("--no-heartbeat-variant", action="store_true",
                         help="skip the diagnostic runs of the flow with Prefect's defaults (heartbeat on)")
+    parser.add_argument("--new-parts", action="store_true",
+                        help="also a real redis-server and prometheus-alertmanager (fed a few alerts) in the "
+                             "check, and --nodes nodes with metrics in the fake Kubernetes API (issue 16)")
+    parser.add_argument("--nodes", type=int, default=10, help="with --new-parts: nodes in the fake Kubernetes API")
     parser.add_argument("--prefect", choices=("harness", "ephemeral"), default="harness",
                         help="harness: a temporary Prefect server with its own database (as the tests); "
                              "ephemeral: what `maint run` does without PREFECT_API_URL")
@@ -489,16 +641,31 @@ def run(args, work: Path, console_log: Path, clock: float) -> int:
     pods = build_pods(args.pods)
     max_latency_ms = int(max(2.0, args.slow_seconds + 1.0) * 1000)
     web = EndpointServer(args.endpoints, slow, args.slow_seconds)
-    with ServersProcess(web, pods) as servers, ThrowawayPostgres() as server:
+    api_options: dict = {}
+    if args.new_parts:
+        if node is None:
+            print("bench/health.py: --new-parts needs tests.k8s_server's node builders (issue 16)", file=sys.stderr)
+            return 3
+        api_options["nodes"], api_options["metrics"] = build_nodes(args.nodes)
+    with ServersProcess(web, pods, **api_options) as servers, ThrowawayPostgres() as server, \
+            contextlib.ExitStack() as new_parts:
+        redis_port = alertmanager_url = None
+        if args.new_parts:
+            redis_port = new_parts.enter_context(redis_server(work / "redis"))
+            alertmanager_url = new_parts.enter_context(alertmanager_server(work / "alertmanager"))
         server.create_database("shop")
         load_sample_schema(server, "shop")
         os.environ[PASSWORD_ENV] = server.password
         os.environ["KUBECONFIG"] = str(write_kubeconfig(work / "kubeconfig", {"bench": (servers.api_url, KUBE_TOKEN)}))
-        config = write_config(work / "maint.toml", server, web.urls(), max_latency_ms)
+        config = write_config(work / "maint.toml", server, web.urls(), max_latency_ms, redis_port, alertmanager_url)
         say(f"   PostgreSQL {server.host}:{server.port}/shop (sample schema); {args.endpoints} endpoints at "
             f"{web.base}/svc/NNN/health, {len(slow)} answering after {args.slow_seconds:g}s "
             f"(max_latency {max_latency_ms}ms); fake Kubernetes API at {servers.api_url} with "
             + ", ".join(f"{ns} {len(p)}" for ns, p in pods.items()) + f" pods; config {config}")
+        if args.new_parts:
+            say(f"   new parts: redis-server 127.0.0.1:{redis_port}; Alertmanager {alertmanager_url} with "
+                f"{len(BENCH_ALERTS)} alerts; {len(api_options['nodes'])} nodes, {len(api_options['metrics'])} "
+                "measured by metrics-server")
         say(f"   {kubectl_note()}")
 
         with prefect_console_to(console_log), prefect_api(args.prefect):
@@ -508,12 +675,12 @@ def run(args, work: Path, console_log: Path, clock: float) -> int:
                 f"{'test harness' if args.prefect == 'harness' else 'ephemeral, as `maint run`'})")
             seconds, report = run_flow(config)
             say(f"   {seconds:.2f}s; Prefect API {PREFECT_API_URL.value() or '(ephemeral, in-process)'}; "
-                f"{summarize(report, args.endpoints)}")
+                f"{summarize(report, args.endpoints, args.new_parts)}")
 
             say(f"\n== maint: the whole flow as `maint run` runs it (flows._duty.run_now), {args.repeat} run(s), "
                 f"{args.pause:g}s apart")
             flow_times, last, retries = time_flow_runs(config, args.repeat, args.pause, "flow")
-            say(f"   last report: {summarize(last, args.endpoints)}")
+            say(f"   last report: {summarize(last, args.endpoints, args.new_parts)}")
             try:
                 breakdown = task_times(last["details"]["flow_run_id"])
             except Exception as exc:  # a diagnostic only
