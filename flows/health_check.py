@@ -74,22 +74,32 @@ def list_alerts(alertmanager: AlertmanagerConfig) -> list[dict]:
 
 
 @task(name="check-redis", cache_policy=NO_CACHE)
-def check_redis(server: RedisConfig) -> list[Finding]:
-    """PING and INFO, judged against what the previous check saw of the same server; its counters
-    are kept for the next one only when this sample was taken."""
+def check_redis(server: RedisConfig) -> tuple[list[Finding], dict | None]:
+    """PING and INFO, judged against what the previous check saw of the same server. Returns the
+    findings and this sample's counters, to be kept for the next check (None when no sample was
+    taken); the flow saves them once every part has finished (see `keep_redis_counters`)."""
     from maint.errors import RedisError
     from maint.redis_info import RedisCounters, assess_redis, redis_unreachable
     from maint.tasks.redis import sample_redis
-    from maint.tasks.state import load_redis_counters, save_redis_counters
+    from maint.tasks.state import load_redis_counters
 
     now = utcnow()
     try:
         sample = sample_redis(server)
     except RedisError as exc:
-        return [redis_unreachable(server, exc)]
+        return [redis_unreachable(server, exc)], None
     findings = assess_redis(server, sample, RedisCounters.from_dict(load_redis_counters(server.address)), now)
-    save_redis_counters(server.address, sample.counters(now).to_dict())
-    return findings
+    return findings, sample.counters(now).to_dict()
+
+
+def keep_redis_counters(counters: dict[str, dict]) -> None:
+    """Saved after the other parts, not inside check-redis: a Variable write made while the
+    other tasks' states and logs are being written met the local server's busy SQLite (a 503,
+    and the client's ~2 s back-off) in most runs of bench/health.py --new-parts."""
+    from maint.tasks.state import save_redis_counters
+
+    for address, sample in counters.items():
+        save_redis_counters(address, sample)
 
 
 @flow(name="health-check", on_failure=[page_run_failure], on_crashed=[page_run_failure])
@@ -143,13 +153,18 @@ def health_check(config_path: str | None = None) -> dict:
                                f"the check could not run: {exc}", "fix the query or its permissions; "
                                "it runs read-only under a statement_timeout"))
 
-    for server, findings in zip(hc.redis, redis):
+    redis_counters: dict[str, dict] = {}
+    for server, checked in zip(hc.redis, redis):
         try:
-            for finding in findings.result():
-                report.add(finding)
-        except MaintError as exc:  # not the server's answer: its counters could not be kept, say
+            findings, counters = checked.result()
+        except MaintError as exc:  # not the server's answer: its counters could not be read, say
             report.add(Finding("redis-ping", server.address, Severity.CRITICAL, str(exc),
                                "the check itself could not run: see the run's log"))
+            continue
+        for finding in findings:
+            report.add(finding)
+        if counters is not None:
+            redis_counters[server.address] = counters
 
     add_alert_findings(report, hc, alerts, now)
 
@@ -181,6 +196,7 @@ def health_check(config_path: str | None = None) -> dict:
                                         metrics_unavailable=listing.metrics_unavailable):
                 report.add(finding)
             report.exhaustive_checks |= exhaustive_checks(listing.metrics)  # every node was seen
+    keep_redis_counters(redis_counters)
     return finish_duty(report, config)
 
 

@@ -384,11 +384,8 @@ def test_timeout_on_a_stopped_server(redis_servers):
     assert error.kind == "timeout" and text.startswith("no answer within 300ms")
 
 
-def test_evictions_at_maxmemory_are_new_since_the_previous_sample(redis_servers):
-    server = redis_servers("--maxmemory", "2mb", "--maxmemory-policy", "allkeys-lru")
-    config = server.config()
-    before = sample_redis(config)
-    assert before.evicted_keys == 0 and before.maxmemory == 2 * MiB
+def _write_until_keys_are_evicted(server) -> int:
+    """Writes 10 kB keys until the server (at its maxmemory) evicts some; its evicted_keys then."""
     admin, written = server.admin(), iter(range(10**6))
 
     def evicted() -> int:
@@ -398,7 +395,15 @@ def test_evictions_at_maxmemory_are_new_since_the_previous_sample(redis_servers)
             pipe.execute()
         return admin.info("stats")["evicted_keys"]
 
-    wait_for(evicted, what="keys to be evicted at maxmemory 2mb")
+    return wait_for(evicted, what="keys to be evicted at maxmemory")
+
+
+def test_evictions_at_maxmemory_are_new_since_the_previous_sample(redis_servers):
+    server = redis_servers("--maxmemory", "2mb", "--maxmemory-policy", "allkeys-lru")
+    config = server.config()
+    before = sample_redis(config)
+    assert before.evicted_keys == 0 and before.maxmemory == 2 * MiB
+    _write_until_keys_are_evicted(server)
     after = sample_redis(config)
     findings = {f.check: f for f in assess_redis(config, after, before.counters(PREVIOUS_RUN), NOW)}
     assert findings["redis-evictions"].severity is Severity.WARNING
@@ -580,3 +585,26 @@ password_env = "{PASSWORD_ENV}"
     assert [f["check"] for f in report["findings"]] == CHECKS
     assert [(e["event_action"], e["dedup_key"]) for e in _bodies(httpserver, "/v2/enqueue")] == [
         ("resolve", trigger["dedup_key"])]
+
+
+def test_the_health_check_keeps_each_servers_counters_for_the_next_run(prefect_harness, redis_servers, tmp_path,
+                                                                        capsys):
+    """Through the flow: the first run has no previous counters; keys evicted after it are the
+    second run's news; a third run with nothing new says 0 since the last check."""
+    from tests.conftest import run_json
+
+    server = redis_servers("--maxmemory", "2mb", "--maxmemory-policy", "allkeys-lru")
+    config = tmp_path / "maint.toml"
+    config.write_text(f'[health_check]\n\n[[health_check.redis]]\nurl = "redis://127.0.0.1:{server.port}/0"\n')
+
+    def evictions() -> dict:
+        _code, report = run_json(capsys, config, "health-check")
+        return {f["check"]: f for f in report["findings"]}["redis-evictions"]
+
+    first = evictions()
+    assert first["severity"] == "ok" and "no previous" in first["message"], first
+    count = _write_until_keys_are_evicted(server)
+    second = evictions()
+    assert second["severity"] == "warning" and f"{count} keys evicted since the last check" in second["message"], second
+    third = evictions()
+    assert third["severity"] == "ok" and third["message"].startswith("0 keys evicted since the last check"), third
