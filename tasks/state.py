@@ -14,6 +14,23 @@ def _variable(*parts: str) -> str:
     return re.sub(r"[^a-z0-9_]", "_", "maint_" + "_".join(parts).lower())
 
 
+def _overwrite(name: str, value) -> None:
+    """Set the Variable, creating it the first time: one PATCH when it exists (Variable.set makes a
+    read, the PATCH and a read back, three requests on a server that may be busy writing the
+    run's task states)."""
+    import httpx
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import VariableCreate, VariableUpdate
+
+    with get_client(sync_client=True) as client:
+        try:
+            client.update_variable(VariableUpdate(name=name, value=value))
+        except httpx.HTTPStatusError as exc:
+            if exc.response.status_code != 404:
+                raise
+            client.create_variable(VariableCreate(name=name, value=value))
+
+
 # Prefect refuses a Variable whose JSON value is over 5,000 characters: about 100 dedup keys. A
 # large incident (150 crash-looping pods) must not lose its open pages, or they would never be
 # resolved, so the list is spread over Variables `maint_open_pages_<duty>`, `..._1`, `..._2`...
@@ -70,19 +87,15 @@ def load_open_pages(duty: str, scope: str | None = None) -> list[str]:
 
 def save_open_pages(duty: str, keys: list[str], scope: str | None = None) -> None:
     """Shards past the new last one may be left from a larger list; loading never reads them."""
-    from prefect.variables import Variable
-
     for index, shard in enumerate(pack_open_pages(keys)):
-        Variable.set(_open_pages_variable(duty, index, scope), shard, overwrite=True)
+        _overwrite(_open_pages_variable(duty, index, scope), shard)
 
 
 def record_verified(store: str, backup_name: str) -> None:
-    from prefect.variables import Variable
-
     # Written only when it changes: a write to the temporary (SQLite) Prefect server can meet
     # "database is locked" and cost the run a 2 s client back-off for nothing.
     if last_verified(store) != backup_name:
-        Variable.set(_variable("verified", store), backup_name, overwrite=True)
+        _overwrite(_variable("verified", store), backup_name)
 
 
 def last_verified(store: str) -> str | None:
@@ -108,9 +121,7 @@ def load_redis_counters(address: str) -> dict | None:
 
 
 def save_redis_counters(address: str, counters: dict) -> None:
-    from prefect.variables import Variable
-
-    Variable.set(_redis_counters_variable(address), counters, overwrite=True)
+    _overwrite(_redis_counters_variable(address), counters)
 
 
 # The query review's snapshot of pg_stat_statements counters, one per database: the counters of
@@ -163,8 +174,6 @@ def load_query_snapshot(database: str) -> dict | None:
 
 
 def save_query_snapshot(database: str, snapshot: dict) -> None:
-    from prefect.variables import Variable
-
     shards = pack_query_snapshot(database, snapshot)
     for index in [*range(1, len(shards)), 0]:  # shard 0 last: it makes the new snapshot the one loaded
-        Variable.set(_query_snapshot_variable(database, index), shards[index], overwrite=True)
+        _overwrite(_query_snapshot_variable(database, index), shards[index])
